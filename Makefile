@@ -1,0 +1,41 @@
+# Everything runs inside .venv, created on first use. `make help` lists the targets.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: help install pipeline repro test lint ui serve clean-outputs
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv with the project and its dev tools
+
+# The CPU wheel of torch first: a bare `torch` requirement would pull a multi-GB CUDA build here.
+# On a GPU machine use TORCH_SPEC="torch==2.13.0" with the CUDA index, or let pip pick.
+TORCH_SPEC ?= torch==2.13.0
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+pipeline: $(STAMP)  ## run the whole pipeline (Prefect flow over the DVC stages)
+	$(PY) -m flows.pipeline
+
+repro: $(STAMP)  ## the same stages through plain `dvc repro`
+	$(VENV)/bin/dvc repro
+
+test: $(STAMP)  ## lint, then the test suite
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+lint: $(STAMP)  ## ruff only
+	$(VENV)/bin/ruff check .
+
+ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
+
+serve: $(STAMP)  ## scheduled Prefect runs (daily at 03:00; set PREFECT_API_URL to a Prefect server)
+	$(PY) -m flows.pipeline --serve

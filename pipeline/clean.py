@@ -1,0 +1,163 @@
+"""Stage ``clean``: normalise and filter the raw pairs, then write train/valid/test splits.
+
+Streaming: pairs are read in chunks, normalised and filtered in a process pool (both cores), and
+written as they come back. Exact duplicates are found with a set of 8-byte hashes, so memory grows
+by about 80 bytes per kept pair, not by the text. When the corpus has no valid/test split, pairs
+are assigned by a seeded hash of their source sentence, so a source never lands in two splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import itertools
+import json
+import logging
+import multiprocessing as mp
+import os
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+from pipeline.common import PipelineError, atomic_dir, stage_main, write_json
+from pipeline.config import Clean, Params, Paths
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+CHUNK = 20_000
+_TAG = re.compile(r"<[^<>]{1,200}>")
+_SPACE = re.compile(r"\s+")
+
+
+def normalise(text: str, form: str) -> str:
+    """Unicode-normalise, unescape HTML, drop tags and control characters, squeeze whitespace."""
+    if form != "none":
+        text = unicodedata.normalize(form, text)
+    if "&" in text:
+        text = html.unescape(text)
+    if "<" in text:
+        text = _TAG.sub(" ", text)
+    text = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in text)
+    return _SPACE.sub(" ", text).strip()
+
+
+def check_pair(src: str, tgt: str, cfg: Clean) -> tuple[str, str, str | None]:
+    """Normalise one pair; return it with the name of the filter that rejects it, or None."""
+    src, tgt = normalise(src, cfg.normalize), normalise(tgt, cfg.normalize)
+    if not src or not tgt:
+        return src, tgt, "empty"
+    if src == tgt:
+        return src, tgt, "source_equals_target"
+    ns, nt = len(src.split()), len(tgt.split())
+    if min(ns, nt) < cfg.min_words:
+        return src, tgt, "too_short"
+    if max(ns, nt) > cfg.max_words:
+        return src, tgt, "too_long"
+    if max(ns, nt) / min(ns, nt) > cfg.max_ratio:
+        return src, tgt, "length_ratio"
+    return src, tgt, None
+
+
+def _check_chunk(args: tuple[list[tuple[str, str]], Clean]) -> list[tuple[str, str, str | None]]:
+    chunk, cfg = args
+    return [check_pair(s, t, cfg) for s, t in chunk]
+
+
+def _digest(*parts: str) -> bytes:
+    return hashlib.blake2b("\t".join(parts).encode(), digest_size=8).digest()
+
+
+def _split_of(src: str, cfg: Clean) -> str:
+    bucket = int.from_bytes(_digest(str(cfg.seed), src), "big") / 2**64
+    if bucket < cfg.test_fraction:
+        return "test"
+    if bucket < cfg.test_fraction + cfg.valid_fraction:
+        return "valid"
+    return "train"
+
+
+def _read_pairs(raw: Path, split: str, src: str, tgt: str) -> Iterator[tuple[str, str]]:
+    with open(raw / f"{split}.{src}", encoding="utf-8") as fs, open(raw / f"{split}.{tgt}", encoding="utf-8") as ft:
+        for n, (s, t) in enumerate(itertools.zip_longest(fs, ft), 1):
+            if s is None or t is None:
+                raise PipelineError(f"{raw}/{split}.{src if s is None else tgt} ends at line {n - 1} but "
+                                    "the other side goes on; rerun the download stage")
+            yield s.rstrip("\n"), t.rstrip("\n")
+
+
+def _chunks(pairs: Iterator[tuple[str, str]], cfg: Clean) -> Iterator[tuple[list, Clean]]:
+    while chunk := list(itertools.islice(pairs, CHUNK)):
+        yield chunk, cfg
+
+
+def run(params: Params, paths: Paths) -> dict:
+    """Clean data/raw/ into data/clean/{train,valid,test}.{src,tgt} and metrics/clean.json."""
+    cfg, src, tgt = params.clean, params.data.src, params.data.tgt
+    manifest_path = paths.raw / "manifest.json"
+    if not manifest_path.exists():
+        raise PipelineError(f"{manifest_path} not found; run the download stage first")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    raw_splits = [s for s in SPLITS if s in manifest["splits"]]
+    removed: Counter[str] = Counter()
+    kept: Counter[str] = Counter()
+    seen: set[bytes] = set()
+    train_sources: set[bytes] = set()
+    held_out: dict[str, list[tuple[str, str]]] = {"valid": [], "test": []}
+    total = 0
+
+    with atomic_dir(paths.clean) as out, ExitStack() as stack:
+        files = {(split, lang): stack.enter_context(open(out / f"{split}.{lang}", "w", encoding="utf-8"))
+                 for split in SPLITS for lang in (src, tgt)}
+        workers = min(2, os.cpu_count() or 1)
+        pool = stack.enter_context(mp.get_context("spawn").Pool(workers)) if workers > 1 else None
+        for raw_split in raw_splits:
+            chunks = _chunks(_read_pairs(paths.raw, raw_split, src, tgt), cfg)
+            results = pool.imap(_check_chunk, chunks) if pool else map(_check_chunk, chunks)
+            for s, t, reason in itertools.chain.from_iterable(results):
+                total += 1
+                if reason is None:
+                    key = _digest(s, t)
+                    reason = "duplicate" if key in seen else None
+                    seen.add(key)
+                if reason:
+                    removed[reason] += 1
+                    continue
+                split = raw_split if len(raw_splits) > 1 else _split_of(s, cfg)
+                if split == "train":
+                    train_sources.add(_digest(s))
+                    files[("train", src)].write(s + "\n")
+                    files[("train", tgt)].write(t + "\n")
+                    kept["train"] += 1
+                else:  # held out until every train source is known
+                    held_out[split].append((s, t))
+        for split, pairs in held_out.items():
+            for s, t in pairs:
+                if _digest(s) in train_sources:
+                    removed[f"{split}_source_in_train"] += 1
+                    continue
+                files[(split, src)].write(s + "\n")
+                files[(split, tgt)].write(t + "\n")
+                kept[split] += 1
+        for split in SPLITS:
+            if kept[split] == 0:
+                raise PipelineError(f"no {split} pairs left after cleaning {total} pairs "
+                                    f"(removed: {dict(removed)}); loosen the clean section of params.yaml")
+
+    report = {"input_pairs": total, "kept_pairs": sum(kept.values()), "splits": dict(kept),
+              "removed": {k: removed[k] for k in sorted(removed)}}
+    write_json(paths.metrics / "clean.json", report)
+    log.info("clean: kept %d of %d pairs (%s); removed %s", report["kept_pairs"], total,
+             ", ".join(f"{k} {v}" for k, v in kept.items()), dict(removed) or "nothing")
+    return report
+
+
+def main() -> None:
+    stage_main("clean", run)
+
+
+if __name__ == "__main__":
+    main()

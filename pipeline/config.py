@@ -1,0 +1,221 @@
+"""One pydantic model of ``params.yaml``, validated once, plus the fixed artifact paths.
+
+Every section is named after the stage that reads it (``data`` is read by ``download``), so DVC's
+``params:`` lists in ``dvc.yaml`` and the sections here stay one-to-one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.common import PipelineError
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileSource(Section):
+    url: str  # http(s)://, file:// or a local path; .gz is decompressed
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+
+
+class CustomCorpus(Section):
+    src: FileSource
+    tgt: FileSource
+
+
+class Data(Section):
+    corpus: Literal["sample-ko-en", "custom"] = "sample-ko-en"
+    src: str = "ko"
+    tgt: str = "en"
+    sample_pairs: PositiveInt = 24000  # sample-ko-en only
+    seed: int = 1
+    custom: CustomCorpus | None = None  # the files of a "custom" corpus
+
+    @model_validator(mode="after")
+    def _custom_needs_files(self) -> Data:
+        if self.corpus == "custom" and self.custom is None:
+            raise ValueError("corpus 'custom' needs data.custom.src.url and data.custom.tgt.url")
+        return self
+
+
+class Clean(Section):
+    normalize: Literal["NFKC", "NFC", "none"] = "NFKC"
+    min_words: PositiveInt = 1
+    max_words: PositiveInt = 80
+    max_ratio: Annotated[float, Field(ge=1.0)] = 3.0  # longer/shorter side, in words
+    valid_fraction: Fraction = 0.05  # used only when the corpus has no valid split
+    test_fraction: Fraction = 0.05
+    seed: int = 1
+
+
+class Tokenize(Section):
+    model: Literal["bpe"] = "bpe"
+    vocab_size: Annotated[int, Field(ge=100)] = 4000
+    joint: bool = False
+    min_frequency: PositiveInt = 2
+
+
+class Embed(Section):
+    method: Literal["word2vec", "none"] = "word2vec"
+    algorithm: Literal["skipgram", "cbow"] = "skipgram"
+    dim: PositiveInt = 128
+    window: PositiveInt = 5
+    negative: PositiveInt = 5
+    min_count: PositiveInt = 1
+    epochs: PositiveInt = 5
+    seed: int = 1
+
+
+class Build(Section):
+    max_len: PositiveInt = 128  # subword tokens, incl. BOS/EOS; longer pairs are dropped and counted
+    buckets: list[PositiveInt] = [8, 12, 16, 24, 32, 48, 64, 96, 128]  # upper bounds of max(src, tgt)
+    max_tokens: PositiveInt = 6000  # token budget of one batch: max length x sentences, padding included
+
+    @model_validator(mode="after")
+    def _sorted(self) -> Build:
+        if self.buckets != sorted(set(self.buckets)):
+            raise ValueError("buckets must be strictly increasing")
+        return self
+
+
+class Train(Section):
+    experiment: str = "nmt"
+    emb_dim: PositiveInt = 128
+    hidden: PositiveInt = 256  # decoder state; the bidirectional encoder has hidden/2 per direction
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    embeddings: Literal["pretrained", "random"] = "pretrained"
+    freeze_embeddings: bool = False
+    epochs: PositiveInt = 6
+    lr: Annotated[float, Field(gt=0.0)] = 2e-3
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    clip: Annotated[float, Field(gt=0.0)] = 1.0
+    checkpoint_every: PositiveInt = 200  # optimiser steps
+    seed: int = 1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 0  # torch intra-op threads on CPU; 0 = all cores
+
+
+class Evaluate(Section):
+    max_len_a: Annotated[float, Field(gt=0.0)] = 1.5  # hypothesis length limit: a * source length + b
+    max_len_b: PositiveInt = 10
+    samples: Annotated[int, Field(ge=0)] = 50
+
+
+class Params(Section):
+    data: Data = Data()
+    clean: Clean = Clean()
+    tokenize: Tokenize = Tokenize()
+    embed: Embed = Embed()
+    build: Build = Build()
+    train: Train = Train()
+    evaluate: Evaluate = Evaluate()
+
+    @model_validator(mode="after")
+    def _embedding_sizes_agree(self) -> Params:
+        if self.train.embeddings == "pretrained":
+            if self.embed.method == "none":
+                raise ValueError("train.embeddings is 'pretrained' but embed.method is 'none'")
+            if self.embed.dim != self.train.emb_dim:
+                raise ValueError(f"train.emb_dim ({self.train.emb_dim}) must equal embed.dim "
+                                 f"({self.embed.dim}) when train.embeddings is 'pretrained'")
+        return self
+
+
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the YAML key at ``loc``, or of its closest existing parent."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for key in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for k, v in node.value:
+            if k.value == str(key):
+                line, node = k.start_mark.line + 1, v
+                break
+        else:
+            break
+    return line
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate the params file; raise a one-line PipelineError naming file, line and key."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path}: file not found; run from the project root or pass --params")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise PipelineError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(text, loc)
+        where = f"{path}:{line}" if line else str(path)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; check its spelling against README's params table"
+        elif loc:
+            msg += f" (got {err['input']!r})"
+        raise PipelineError(f"{where}: {key}: {msg}") from None
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where each stage reads and writes; the same paths are spelled out in dvc.yaml."""
+
+    root: Path = Path(".")
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "data" / "raw"
+
+    @property
+    def clean(self) -> Path:
+        return self.root / "data" / "clean"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "data" / "tokenizer"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "data" / "embeddings"
+
+    @property
+    def dataset(self) -> Path:
+        return self.root / "data" / "dataset"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"

@@ -1,0 +1,79 @@
+"""Stage ``evaluate``: decode the test split and score it with sacrebleu (BLEU and chrF).
+
+Writes ``metrics/eval.json`` (a DVC metric: ``dvc metrics show``), ``reports/test.hyp`` (every
+hypothesis, in test order) and ``reports/samples.tsv`` (source, reference, hypothesis), and adds
+the scores and samples to the training's MLflow run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+
+import sacrebleu
+import torch
+from tqdm import tqdm
+
+from pipeline.common import PipelineError, atomic_file, read_lines, stage_main, write_json
+from pipeline.config import Params, Paths
+from pipeline.tracking import connect
+from pipeline.train import choose_device
+from pipeline.translate import Translator
+
+log = logging.getLogger(__name__)
+
+CHUNK = 2000  # sentences per progress step
+
+
+def run(params: Params, paths: Paths) -> dict:
+    """Translate data/clean/test.<src> and score it against test.<tgt>."""
+    cfg = params.evaluate
+    files = [paths.clean / f"test.{params.data.src}", paths.clean / f"test.{params.data.tgt}"]
+    for f in files:
+        if not f.exists():
+            raise PipelineError(f"{f} not found; run the clean stage first")
+    sources, references = read_lines(files[0]), read_lines(files[1])
+    device = choose_device(params.train.device)
+    translator = Translator.from_paths(paths, str(device), max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b,
+                                       max_tokens=params.build.max_tokens)
+    hypotheses: list[str] = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(sources), CHUNK), desc="translate test", unit="chunk", disable=None):
+            hypotheses += translator.translate(sources[start:start + CHUNK])
+    bleu_metric = sacrebleu.BLEU()
+    bleu = bleu_metric.corpus_score(hypotheses, [references])
+    chrf = sacrebleu.CHRF().corpus_score(hypotheses, [references])
+    metrics = {"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2), "test_pairs": len(sources),
+               "bleu_signature": str(bleu_metric.get_signature())}
+    write_json(paths.metrics / "eval.json", metrics)
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    with atomic_file(paths.reports / "test.hyp", encoding="utf-8") as fh:
+        fh.writelines(h + "\n" for h in hypotheses)
+    with atomic_file(paths.reports / "samples.tsv", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, delimiter="\t")
+        writer.writerow(["source", "reference", "hypothesis"])
+        writer.writerows(zip(sources[: cfg.samples], references[: cfg.samples], hypotheses[: cfg.samples],
+                             strict=True))
+
+    run_id = json.loads((paths.model / "run.json").read_text())["run_id"]
+    mlflow = connect(paths.root)
+    try:
+        mlflow.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        log.warning("training run %s is not in %s; scores are in metrics/eval.json only", run_id,
+                    mlflow.get_tracking_uri())
+    else:
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metrics({"bleu": bleu.score, "chrf": chrf.score})
+            mlflow.log_artifact(str(paths.reports / "samples.tsv"))
+    log.info("test BLEU %.2f, chrF %.2f on %d pairs", bleu.score, chrf.score, len(sources))
+    return metrics
+
+
+def main() -> None:
+    stage_main("evaluate", run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+import json
+
+import pytest
+
+from pipeline import clean
+from pipeline.common import PipelineError
+from pipeline.config import Clean, Paths, load_params
+from tests.conftest import write_params
+
+
+def test_normalise():
+    assert clean.normalise("ＡＢＣ　１２３", "NFKC") == "ABC 123"
+    assert clean.normalise("Tom &amp; Jerry&#39;s <b>show</b>", "NFKC") == "Tom & Jerry's show"
+    assert clean.normalise("a\x00b\u200bc\t d\n", "NFKC") == "a b c d"
+    assert clean.normalise("ＡＢＣ", "none") == "ＡＢＣ"
+
+
+def test_filters():
+    cfg = Clean(max_words=5, max_ratio=2.0)
+    assert clean.check_pair("  ", "x", cfg)[2] == "empty"
+    assert clean.check_pair("same", "same", cfg)[2] == "source_equals_target"
+    assert clean.check_pair("a b c d e f", "x y z", cfg)[2] == "too_long"
+    assert clean.check_pair("a b c d e", "x", cfg)[2] == "length_ratio"
+    assert clean.check_pair("안녕 하세요", "hello there", cfg)[2] is None
+
+
+def _raw(tmp_path, pairs, **clean_params):
+    params = load_params(write_params(tmp_path, {"clean": clean_params}))
+    paths = Paths(tmp_path)
+    paths.raw.mkdir(parents=True)
+    (paths.raw / "train.ko").write_text("".join(p[0] + "\n" for p in pairs), encoding="utf-8")
+    (paths.raw / "train.en").write_text("".join(p[1] + "\n" for p in pairs), encoding="utf-8")
+    (paths.raw / "manifest.json").write_text(json.dumps({"splits": {"train": {}}}))
+    return params, paths
+
+
+def test_report_splits_and_no_leakage(tmp_path):
+    good = [(f"문장 {i}", f"sentence {i}") for i in range(3000)]
+    bad = [("", "empty source"), ("copy", "copy"), ("긴 " * 100, "long"), ("하나 둘 셋 넷 다섯 여섯 일곱", "one")]
+    pairs = good + bad + good[:40]  # 40 exact duplicates
+    params, paths = _raw(tmp_path, pairs, valid_fraction=0.1, test_fraction=0.1)
+    report = clean.run(params, paths)
+    assert report["input_pairs"] == len(pairs)
+    assert report["removed"] == {"duplicate": 40, "empty": 1, "length_ratio": 1, "source_equals_target": 1,
+                                 "too_long": 1}
+    assert sum(report["splits"].values()) == 3000
+    assert 200 < report["splits"]["test"] < 400  # ~10% by hash
+    split_sources = {s: set((paths.clean / f"{s}.ko").read_text(encoding="utf-8").splitlines())
+                     for s in ("train", "valid", "test")}
+    assert not split_sources["train"] & (split_sources["valid"] | split_sources["test"])
+    for s in ("train", "valid", "test"):  # still aligned
+        src = (paths.clean / f"{s}.ko").read_text(encoding="utf-8").splitlines()
+        tgt = (paths.clean / f"{s}.en").read_text(encoding="utf-8").splitlines()
+        assert [a.split()[1] for a in src] == [b.split()[1] for b in tgt]
+    assert json.loads((paths.metrics / "clean.json").read_text()) == report
+    first = {s: (paths.clean / f"{s}.en").read_bytes() for s in ("train", "valid", "test")}
+    clean.run(params, paths)  # deterministic
+    assert first == {s: (paths.clean / f"{s}.en").read_bytes() for s in ("train", "valid", "test")}
+
+
+def test_given_splits_drop_held_out_sources_seen_in_train(tmp_path):
+    params, paths = _raw(tmp_path, [(f"문장 {i}", f"sentence {i}") for i in range(50)])
+    for split, rows in (("valid", [("문장 1", "other 1"), ("새 문장", "new one")]),
+                        ("test", [("문장 2", "other 2"), ("다른 문장", "another one")])):
+        (paths.raw / f"{split}.ko").write_text("".join(r[0] + "\n" for r in rows), encoding="utf-8")
+        (paths.raw / f"{split}.en").write_text("".join(r[1] + "\n" for r in rows), encoding="utf-8")
+    (paths.raw / "manifest.json").write_text(json.dumps({"splits": {"train": {}, "valid": {}, "test": {}}}))
+    report = clean.run(params, paths)
+    assert report["splits"] == {"train": 50, "valid": 1, "test": 1}
+    assert report["removed"] == {"test_source_in_train": 1, "valid_source_in_train": 1}
+
+
+def test_everything_filtered_is_an_error_and_leaves_nothing(tmp_path):
+    params, paths = _raw(tmp_path, [("같다", "같다")] * 5)
+    with pytest.raises(PipelineError, match="no train pairs left"):
+        clean.run(params, paths)
+    assert not paths.clean.exists()
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["raw"]

@@ -1,0 +1,56 @@
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.common import PipelineError
+from pipeline.config import Params, load_params
+from tests.conftest import ROOT
+
+
+def test_project_params_are_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert isinstance(params, Params)
+    assert params.data.corpus == "sample-ko-en"
+
+
+def _error(tmp_path, text: str) -> str:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(PipelineError) as exc:
+        load_params(path)
+    return str(exc.value)
+
+
+def test_unknown_key_names_file_line_and_key(tmp_path):
+    msg = _error(tmp_path, "train:\n  epochs: 3\n  learning_rate: 0.1\n")
+    assert msg.startswith(f"{tmp_path / 'params.yaml'}:3: train.learning_rate: unknown key")
+
+
+def test_wrong_type_names_the_value(tmp_path):
+    msg = _error(tmp_path, "clean:\n  seed: 1\ntrain:\n  epochs: many\n")
+    assert ":4: train.epochs:" in msg and "'many'" in msg
+
+
+def test_cross_section_check(tmp_path):
+    msg = _error(tmp_path, "embed:\n  dim: 64\ntrain:\n  emb_dim: 128\n")
+    assert "train.emb_dim (128) must equal embed.dim (64)" in msg
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    assert ":3: not valid YAML" in _error(tmp_path, "train:\n  epochs: 1\n\tlr: 2\n")
+    with pytest.raises(PipelineError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_custom_corpus_requires_files(tmp_path):
+    assert "needs data.custom" in _error(tmp_path, "data:\n  corpus: custom\n")
+
+
+def test_stage_cli_prints_one_line_and_exits_1(tmp_path):
+    (tmp_path / "params.yaml").write_text("tokenize:\n  vocab_size: ten\n")
+    proc = subprocess.run([sys.executable, "-m", "pipeline.tokenize", "--params", str(tmp_path / "params.yaml"),
+                           "--root", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: tokenize:") and "tokenize.vocab_size" in lines[0]

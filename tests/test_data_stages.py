@@ -1,0 +1,106 @@
+import json
+
+import numpy as np
+
+from pipeline import tokenize
+from pipeline.config import Embed, Paths, load_params
+from pipeline.data import load_split, padding_ratio, token_batches
+from pipeline.tokenize import BOS, EOS, PAD, load_tokenizers
+from tests.conftest import write_params
+
+
+def test_tokenizers_round_trip(tiny_project):
+    _, paths = tiny_project
+    src_tok, tgt_tok = load_tokenizers(paths)
+    examples = ((src_tok, "나는 어제 도서관에서 책을 읽었다."), (tgt_tok, "I read a book at the library yesterday."))
+    for tok, text in examples:
+        ids = tok.encode(text).ids
+        assert tok.decode(ids) == text
+        assert tok.token_to_id("<pad>") == PAD and tok.token_to_id("</s>") == EOS
+    assert src_tok.get_vocab() != tgt_tok.get_vocab()  # separate vocabularies by default
+
+
+def test_joint_vocabulary(tmp_path, tiny_project):
+    _params, paths = tiny_project
+    joint = load_params(write_params(tmp_path, {"tokenize": {"joint": True}}))
+    out = Paths(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "clean").symlink_to(paths.clean)
+    tokenize.run(joint, out)
+    assert (out.tokenizer / "src.json").read_text() == (out.tokenizer / "tgt.json").read_text()
+
+
+def test_embeddings_fit_the_vocabularies(tiny_project):
+    params, paths = tiny_project
+    src_tok, tgt_tok = load_tokenizers(paths)
+    for side, tok in (("src", src_tok), ("tgt", tgt_tok)):
+        m = np.load(paths.embeddings / f"{side}.npy")
+        assert m.shape == (tok.get_vocab_size(), params.embed.dim) and m.dtype == np.float32
+        assert not m[PAD].any() and np.isfinite(m).all()
+
+
+def test_word2vec_learns_distributional_similarity():
+    from pipeline.corpora.sample_ko_en import generate
+    from pipeline.embed import word2vec
+
+    sentences = [en.lower().rstrip(".?").split() for _, en in generate(8000, seed=5)]
+    vectors = word2vec(sentences, Embed(dim=32, epochs=5))
+
+    def cos(a, b):
+        return float(vectors[a] @ vectors[b] / np.linalg.norm(vectors[a]) / np.linalg.norm(vectors[b]))
+
+    # words that fill the same slot share contexts; words from different slots do not
+    assert cos("coffee", "milk") > cos("coffee", "bus") + 0.2
+    assert cos("library", "museum") > cos("library", "drank") + 0.1
+    assert vectors["library"].tolist() == word2vec(sentences, Embed(dim=32, epochs=5))["library"].tolist()
+
+
+def test_shards_match_clean_splits(tiny_project):
+    _params, paths = tiny_project
+    meta = json.loads((paths.dataset / "meta.json").read_text())
+    for split in ("train", "valid", "test"):
+        lines = (paths.clean / f"{split}.en").read_text(encoding="utf-8").splitlines()
+        data = load_split(paths.dataset, split)
+        assert len(data) == meta["splits"][split]["pairs"] == len(lines)
+        assert (data.tgt[data.tgt_off[:-1]] == BOS).all()
+        assert (data.tgt[data.tgt_off[1:] - 1] == EOS).all() and (data.src[data.src_off[1:] - 1] == EOS).all()
+        for shard in (paths.dataset / split).glob("bucket-*.npz"):
+            bound = int(shard.stem.split("-")[1])
+            z = np.load(shard)
+            assert np.maximum(z["src_len"], z["tgt_len"]).max() <= bound
+    train = meta["splits"]["train"]
+    assert train["padding_ratio"] < train["padding_ratio_unbucketed"]
+
+
+def test_token_batches_cover_everything_within_budget():
+    rng = np.random.default_rng(0)
+    src, tgt = rng.integers(2, 60, 5000).astype(np.int32), rng.integers(2, 60, 5000).astype(np.int32)
+    batches = token_batches(src, tgt, 800, seed=3)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(5000))
+    for b in batches:
+        assert len(b) * int(max(src[b].max(), tgt[b].max())) <= 800
+    again = token_batches(src, tgt, 800, seed=3)
+    assert all((a == b).all() for a, b in zip(batches, again, strict=True))
+    assert any(len(a) != len(b) or (a != b).any() for a, b in zip(batches, token_batches(src, tgt, 800, seed=4),
+                                                                 strict=False))
+    sorted_ratio = padding_ratio(src, tgt, batches)
+    random_ratio = padding_ratio(src, tgt, np.array_split(rng.permutation(5000), len(batches)))
+    assert sorted_ratio < random_ratio / 2
+
+
+def test_oversized_pair_gets_its_own_batch():
+    batches = token_batches(np.array([3, 500, 3]), np.array([3, 3, 3]), 100)
+    assert sorted(len(b) for b in batches) == [1, 2]
+
+
+def test_batch_padding(tiny_project):
+    _, paths = tiny_project
+    data = load_split(paths.dataset, "valid")
+    idx = np.array([0, len(data) - 1])
+    b = data.batch(idx)
+    assert b["src"].shape == (2, int(data.src_len[idx].max()))
+    for row, i in enumerate(idx):
+        n = int(data.src_len[i])
+        assert b["src"][row, :n].tolist() == data.src[data.src_off[i]:data.src_off[i + 1]].tolist()
+        assert (b["src"][row, n:] == PAD).all()

@@ -1,0 +1,120 @@
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+import torch
+
+from pipeline import evaluate, train
+from pipeline.config import Paths, load_params
+from pipeline.tracking import default_uri
+from tests.conftest import ROOT, write_params
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_project):
+    params, paths = tiny_project
+    metrics = train.run(params, paths)
+    return params, paths, metrics
+
+
+def test_train_outputs_and_mlflow_run(trained):
+    params, paths, metrics = trained
+    assert metrics["epochs"] == 2 and metrics["valid_loss"] < 6.0
+    saved = json.loads((paths.metrics / "train.json").read_text())
+    assert saved == metrics
+    _model, blob = train.load_model(paths.model / "model.pt")  # weights_only=True inside
+    assert blob["src_lang"] == "ko" and blob["config"]["hidden"] == params.train.hidden
+
+    run_id = json.loads((paths.model / "run.json").read_text())["run_id"]
+    client = mlflow.MlflowClient(default_uri(paths.root))
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.hidden"] == str(params.train.hidden)
+    assert run.data.tags["git_commit"] and run.data.tags["dvc_data_hash"] == "untracked"
+    assert [m.step for m in client.get_metric_history(run_id, "valid_loss")] == [1, 2]
+    assert {a.path for a in client.list_artifacts(run_id)} >= {"tokenizer"}
+    models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert any(m.source_run_id == run_id for m in models)
+
+
+def test_evaluate_writes_metrics_samples_and_logs_to_the_run(trained):
+    params, paths, _ = trained
+    metrics = evaluate.run(params, paths)
+    assert set(metrics) >= {"bleu", "chrf"} and 0 <= metrics["bleu"] <= 100
+    assert json.loads((paths.metrics / "eval.json").read_text()) == metrics
+    hyps = (paths.reports / "test.hyp").read_text(encoding="utf-8").splitlines()
+    assert len(hyps) == len((paths.clean / "test.en").read_text(encoding="utf-8").splitlines())
+    with open(paths.reports / "samples.tsv", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh, delimiter="\t"))
+    assert rows[0] == ["source", "reference", "hypothesis"] and len(rows) == 1 + params.evaluate.samples
+    run_id = json.loads((paths.model / "run.json").read_text())["run_id"]
+    logged = mlflow.MlflowClient(default_uri(paths.root)).get_run(run_id).data.metrics
+    assert logged["bleu"] == pytest.approx(metrics["bleu"], abs=0.01)
+
+
+def test_translate_cli(trained):
+    _, paths, _ = trained
+    proc = subprocess.run([sys.executable, "-m", "pipeline.translate", "--root", str(paths.root),
+                           "나는 어제 도서관에서 책을 읽었다", "그녀는 커피를 마셨어요"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 2 and all(line.strip() for line in lines)
+    piped = subprocess.run([sys.executable, "-m", "pipeline.translate", "--root", str(paths.root)],
+                           input="나는 어제 도서관에서 책을 읽었다\n", capture_output=True, text=True, cwd=ROOT)
+    assert piped.stdout.strip() == lines[0]
+
+
+def test_translate_without_a_model_fails_clearly(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pipeline.translate", "--root", str(tmp_path), "안녕"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1 and proc.stderr.strip().endswith("run the train stage first")
+
+
+def _copy_project(src_paths, dest, overrides):
+    shutil.copytree(src_paths.root / "data", dest / "data")
+    return load_params(write_params(dest, overrides)), Paths(dest)
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_project, tmp_path):
+    _, base = tiny_project
+    overrides = {"train": {"hidden": 64, "epochs": 3, "checkpoint_every": 4}}
+    params, straight = _copy_project(base, tmp_path / "straight", overrides)
+    expected = train.run(params, straight)
+
+    params, paths = _copy_project(base, tmp_path / "killed", overrides)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.train", "--root", str(paths.root), "--params",
+                             str(paths.root / "params.yaml")], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = paths.checkpoints / "last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists() and not (paths.model / "model.pt").exists(), "the run ended before it could be killed"
+    killed_at = torch.load(last, weights_only=True)["state"]
+    assert killed_at["step"] > 0 and not killed_at.get("complete")
+
+    resumed = train.run(params, paths)
+    assert resumed["steps"] == expected["steps"]
+    assert resumed["valid_loss"] == pytest.approx(expected["valid_loss"], abs=2e-3)
+    assert json.loads((paths.model / "run.json").read_text())["run_id"] == killed_at["run_id"]  # same MLflow run
+
+
+def test_changed_params_do_not_resume_a_stale_checkpoint(tiny_project, tmp_path, caplog):
+    _, base = tiny_project
+    params, paths = _copy_project(base, tmp_path / "p", {"train": {"epochs": 1}})
+    train.run(params, paths)
+    params2 = load_params(write_params(paths.root, {"train": {"epochs": 1, "lr": 0.001}}))
+    with caplog.at_level("INFO"):
+        train.run(params2, paths)
+    assert "another params/data run; starting afresh" in caplog.text
