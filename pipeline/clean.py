@@ -31,6 +31,9 @@ SPLITS = ("train", "valid", "test")
 CHUNK = 20_000
 _TAG = re.compile(r"<[^<>]{1,200}>")
 _SPACE = re.compile(r"\s+")
+# control (Cc) and format (Cf) characters, line/paragraph separators; a regex is ~20x faster than a per-char loop
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e"
+                      "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]")
 
 
 def normalise(text: str, form: str) -> str:
@@ -41,11 +44,32 @@ def normalise(text: str, form: str) -> str:
         text = html.unescape(text)
     if "<" in text:
         text = _TAG.sub(" ", text)
-    text = "".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c for c in text)
+    text = _CONTROL.sub(" ", text)
     return _SPACE.sub(" ", text).strip()
 
 
-def check_pair(src: str, tgt: str, cfg: Clean) -> tuple[str, str, str | None]:
+# Letters of the script each language is written in; languages not listed are not checked.
+_LATIN = r"A-Za-z\u00c0-\u024f"
+SCRIPTS = {
+    "ko": r"\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f", "ja": r"\u3040-\u30ff\u4e00-\u9fff",
+    "zh": r"\u4e00-\u9fff\u3400-\u4dbf", "ru": r"\u0400-\u04ff", "uk": r"\u0400-\u04ff",
+    "ar": r"\u0600-\u06ff", "el": r"\u0370-\u03ff", "he": r"\u0590-\u05ff", "hi": r"\u0900-\u097f",
+    "th": r"\u0e00-\u0e7f",
+    **dict.fromkeys(("en", "de", "fr", "es", "it", "pt", "nl", "sv", "da", "no", "fi", "pl", "cs", "ro", "tr",
+                     "hu", "id", "vi", "ms", "et", "lv", "lt", "sk", "sl", "hr", "ca"), _LATIN),
+}
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def script_ratio(text: str, lang: str) -> float | None:
+    """Share of the letters of ``text`` written in ``lang``'s script (None: language not checked)."""
+    if lang not in SCRIPTS:
+        return None
+    letters = len(_LETTER.findall(text))
+    return len(re.findall(f"[{SCRIPTS[lang]}]", text)) / letters if letters else 1.0
+
+
+def check_pair(src: str, tgt: str, cfg: Clean, langs: tuple[str, str] = ("", "")) -> tuple[str, str, str | None]:
     """Normalise one pair; return it with the name of the filter that rejects it, or None."""
     src, tgt = normalise(src, cfg.normalize), normalise(tgt, cfg.normalize)
     if not src or not tgt:
@@ -59,23 +83,29 @@ def check_pair(src: str, tgt: str, cfg: Clean) -> tuple[str, str, str | None]:
         return src, tgt, "too_long"
     if max(ns, nt) / min(ns, nt) > cfg.max_ratio:
         return src, tgt, "length_ratio"
+    if cfg.min_script_ratio > 0:
+        for text, lang in zip((src, tgt), langs, strict=True):
+            ratio = script_ratio(text, lang)
+            if ratio is not None and ratio < cfg.min_script_ratio:
+                return src, tgt, "wrong_script"
     return src, tgt, None
 
 
-def _check_chunk(args: tuple[list[tuple[str, str]], Clean]) -> list[tuple[str, str, str | None]]:
-    chunk, cfg = args
-    return [check_pair(s, t, cfg) for s, t in chunk]
+def _check_chunk(args: tuple[list[tuple[str, str]], Clean, tuple[str, str]]) -> list[tuple[str, str, str | None]]:
+    chunk, cfg, langs = args
+    return [check_pair(s, t, cfg, langs) for s, t in chunk]
 
 
 def _digest(*parts: str) -> bytes:
     return hashlib.blake2b("\t".join(parts).encode(), digest_size=8).digest()
 
 
-def _split_of(src: str, cfg: Clean) -> str:
+def _split_of(src: str, cfg: Clean, missing: list[str]) -> str:
+    """Where a train pair goes when the corpus lacks the ``missing`` held-out splits."""
     bucket = int.from_bytes(_digest(str(cfg.seed), src), "big") / 2**64
-    if bucket < cfg.test_fraction:
+    if "test" in missing and bucket < cfg.test_fraction:
         return "test"
-    if bucket < cfg.test_fraction + cfg.valid_fraction:
+    if "valid" in missing and cfg.test_fraction <= bucket < cfg.test_fraction + cfg.valid_fraction:
         return "valid"
     return "train"
 
@@ -89,9 +119,10 @@ def _read_pairs(raw: Path, split: str, src: str, tgt: str) -> Iterator[tuple[str
             yield s.rstrip("\n"), t.rstrip("\n")
 
 
-def _chunks(pairs: Iterator[tuple[str, str]], cfg: Clean) -> Iterator[tuple[list, Clean]]:
+def _chunks(pairs: Iterator[tuple[str, str]], cfg: Clean, langs: tuple[str, str]
+            ) -> Iterator[tuple[list, Clean, tuple[str, str]]]:
     while chunk := list(itertools.islice(pairs, CHUNK)):
-        yield chunk, cfg
+        yield chunk, cfg, langs
 
 
 def run(params: Params, paths: Paths) -> dict:
@@ -102,6 +133,9 @@ def run(params: Params, paths: Paths) -> dict:
         raise PipelineError(f"{manifest_path} not found; run the download stage first")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     raw_splits = [s for s in SPLITS if s in manifest["splits"]]
+    if "train" not in raw_splits:
+        raise PipelineError(f"{manifest_path}: no train split; rerun the download stage")
+    missing = [s for s in SPLITS if s not in raw_splits]
     removed: Counter[str] = Counter()
     kept: Counter[str] = Counter()
     seen: set[bytes] = set()
@@ -115,7 +149,7 @@ def run(params: Params, paths: Paths) -> dict:
         workers = min(2, os.cpu_count() or 1)
         pool = stack.enter_context(mp.get_context("spawn").Pool(workers)) if workers > 1 else None
         for raw_split in raw_splits:
-            chunks = _chunks(_read_pairs(paths.raw, raw_split, src, tgt), cfg)
+            chunks = _chunks(_read_pairs(paths.raw, raw_split, src, tgt), cfg, (src, tgt))
             results = pool.imap(_check_chunk, chunks) if pool else map(_check_chunk, chunks)
             for s, t, reason in itertools.chain.from_iterable(results):
                 total += 1
@@ -126,7 +160,7 @@ def run(params: Params, paths: Paths) -> dict:
                 if reason:
                     removed[reason] += 1
                     continue
-                split = raw_split if len(raw_splits) > 1 else _split_of(s, cfg)
+                split = _split_of(s, cfg, missing) if raw_split == "train" and missing else raw_split
                 if split == "train":
                     train_sources.add(_digest(s))
                     files[("train", src)].write(s + "\n")

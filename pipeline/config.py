@@ -24,27 +24,69 @@ class Section(BaseModel):
 
 
 class FileSource(Section):
-    url: str  # http(s)://, file:// or a local path; .gz is decompressed
+    url: str  # http(s)://, file:// or a local path
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    member: str | None = None  # glob of a member inside a .tar(.gz)/.zip; .gz files and members are decompressed
 
 
-class CustomCorpus(Section):
-    src: FileSource
-    tgt: FileSource
+class TableSource(FileSource):
+    """One TSV/CSV file holding both sides."""
+
+    format: Literal["tsv", "csv"] = "tsv"
+    src_column: int | str = 0  # index, or name when header is true
+    tgt_column: int | str = 1
+    header: bool = False
+
+
+class SplitSource(Section):
+    src: FileSource | None = None
+    tgt: FileSource | None = None
+    table: TableSource | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SplitSource:
+        if (self.table is None) == (self.src is None or self.tgt is None) or (self.table and (self.src or self.tgt)):
+            raise ValueError("give either src and tgt files, or one table")
+        return self
+
+
+class HFSource(Section):
+    """Column mapping for ``corpus: hf:<dataset>[:<config>]`` (HF ``datasets``)."""
+
+    src_column: str | None = None  # dotted path in a row; default translation.<src>
+    tgt_column: str | None = None
+    splits: dict[Literal["train", "valid", "test"], str] = {"train": "train", "valid": "validation", "test": "test"}
 
 
 class Data(Section):
-    corpus: Literal["sample-ko-en", "custom"] = "sample-ko-en"
+    corpus: str = "sample-ko-en"  # sample-ko-en | a registry name | hf:<dataset>[:<config>] | custom
     src: str = "ko"
     tgt: str = "en"
     sample_pairs: PositiveInt = 24000  # sample-ko-en only
     seed: int = 1
-    custom: CustomCorpus | None = None  # the files of a "custom" corpus
+    offline: bool = False  # use the download cache only
+    hf: HFSource = HFSource()
+    custom: dict[Literal["train", "valid", "test"], SplitSource] | None = None  # corpus: custom
 
     @model_validator(mode="after")
-    def _custom_needs_files(self) -> Data:
-        if self.corpus == "custom" and self.custom is None:
-            raise ValueError("corpus 'custom' needs data.custom.src.url and data.custom.tgt.url")
+    def _known_corpus(self) -> Data:
+        from pipeline.corpora.registry import BUILTIN, CORPORA, describe
+
+        if self.src == self.tgt:
+            raise ValueError(f"src and tgt are both '{self.src}'")
+        if self.corpus == "custom":
+            if not self.custom or "train" not in self.custom:
+                raise ValueError("corpus 'custom' needs data.custom.train (src and tgt files, or a table)")
+        elif self.corpus in CORPORA:
+            langs = CORPORA[self.corpus].languages
+            if {self.src, self.tgt} != set(langs):
+                raise ValueError(f"corpus '{self.corpus}' has languages {langs[0]} and {langs[1]}, "
+                                 f"not {self.src}/{self.tgt}")
+        elif self.corpus == "sample-ko-en":
+            if {self.src, self.tgt} != {"ko", "en"}:
+                raise ValueError("corpus 'sample-ko-en' needs src/tgt to be ko/en or en/ko")
+        elif not self.corpus.startswith("hf:") and self.corpus not in BUILTIN:
+            raise ValueError(f"unknown corpus '{self.corpus}'; choose one of {describe()}")
         return self
 
 
@@ -53,16 +95,25 @@ class Clean(Section):
     min_words: PositiveInt = 1
     max_words: PositiveInt = 80
     max_ratio: Annotated[float, Field(ge=1.0)] = 3.0  # longer/shorter side, in words
+    min_script_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.4  # letters in the language's script; 0 = off
     valid_fraction: Fraction = 0.05  # used only when the corpus has no valid split
     test_fraction: Fraction = 0.05
     seed: int = 1
 
 
 class Tokenize(Section):
-    model: Literal["bpe"] = "bpe"
+    model: Literal["bpe", "unigram"] = "bpe"
     vocab_size: Annotated[int, Field(ge=100)] = 4000
     joint: bool = False
-    min_frequency: PositiveInt = 2
+    min_frequency: PositiveInt = 2  # bpe only
+    byte_fallback: bool = False  # unseen characters become UTF-8 byte tokens instead of <unk>
+    limit_alphabet: PositiveInt | None = None  # bpe: keep only the most frequent characters as base symbols
+
+    @model_validator(mode="after")
+    def _room_for_bytes(self) -> Tokenize:
+        if self.byte_fallback and self.vocab_size < 512:
+            raise ValueError("byte_fallback needs vocab_size >= 512 (256 of it are byte tokens)")
+        return self
 
 
 class Embed(Section):

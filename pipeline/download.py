@@ -1,135 +1,157 @@
 """Stage ``download``: materialise the configured corpus as line-aligned text in ``data/raw/``.
 
-Every source kind goes through one path: fetch bytes (http(s), file:// or a local path) into a
-temp file while hashing them, verify the sha256 when one is given, decompress .gz, check that both
-sides have the same number of lines, and only then swap the new ``data/raw/`` in. A failure at any
-point leaves the previous ``data/raw/`` as it was.
+Every source kind ends in the same place: ``data/raw/<split>.<lang>`` (UTF-8, one sentence per
+line) plus ``manifest.json`` (where each file came from, its sha256 and line count). Files are
+fetched through ``pipeline.fetch`` (cache, resume, retries, mirror, checksums, safe archives); the
+new ``data/raw/`` is built in a temp directory and swapped in only when every split is complete and
+both sides have the same number of lines, so a failure leaves the previous ``data/raw/`` untouched.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
+import csv
+import itertools
 import logging
-import time
-import urllib.error
-import urllib.request
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from pipeline.common import PipelineError, atomic_dir, stage_main, write_json
-from pipeline.config import FileSource, Params, Paths
-from pipeline.corpora import sample_ko_en
+from pipeline.config import Data, FileSource, Params, Paths, SplitSource, TableSource
+from pipeline.corpora import registry, sample_ko_en
+from pipeline.fetch import fetch, mirrored, read_lines
 
 log = logging.getLogger(__name__)
 
-RETRIES = 3
-CHUNK = 1 << 20
+
+def _write_pairs(out: Path, split: str, src: str, tgt: str, pairs: Iterable[tuple[str, str]]) -> int:
+    n = 0
+    with open(out / f"{split}.{src}", "w", encoding="utf-8") as fs, \
+            open(out / f"{split}.{tgt}", "w", encoding="utf-8") as ft:
+        for s, t in pairs:
+            # a sentence must stay on one line, or the sides fall out of step
+            fs.write(s.replace("\n", " ").replace("\r", " ") + "\n")
+            ft.write(t.replace("\n", " ").replace("\r", " ") + "\n")
+            n += 1
+    return n
 
 
-def fetch(url: str, dest: Path, sha256: str | None = None, retries: int = RETRIES) -> str:
-    """Copy ``url`` (http(s)://, file:// or a path) to ``dest``; return the sha256 of the bytes."""
-    parsed = urlparse(url)
-    if parsed.scheme in ("http", "https"):
-        digest = _fetch_http(url, dest, retries)
-    else:
-        local = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(url)
-        if not local.is_file():
-            raise PipelineError(f"{url}: file not found; fix data.custom in params.yaml")
-        h = hashlib.sha256()
-        with open(local, "rb") as src, open(dest, "wb") as out:
-            while chunk := src.read(CHUNK):
-                h.update(chunk)
-                out.write(chunk)
-        digest = h.hexdigest()
-    if sha256 and digest != sha256.lower():
-        raise PipelineError(f"{url}: sha256 mismatch (expected {sha256.lower()}, got {digest}); "
-                            "the file changed upstream or the download is corrupt")
-    return digest
+def _aligned(src: Iterator[str], tgt: Iterator[str], src_name: str, tgt_name: str) -> Iterator[tuple[str, str]]:
+    for n, (s, t) in enumerate(itertools.zip_longest(src, tgt)):
+        if s is None or t is None:
+            longer, shorter = (tgt_name, src_name) if s is None else (src_name, tgt_name)
+            raise PipelineError(f"different line counts: {shorter} has {n} lines, {longer} has more; "
+                                "the files must be line-aligned")
+        yield s, t
 
 
-def _fetch_http(url: str, dest: Path, retries: int) -> str:
-    for attempt in range(1, retries + 1):
+def _get(f: FileSource, offline: bool, corpus: str | None = None) -> tuple[Path, dict]:
+    url = mirrored(f.url, corpus) if corpus else f.url
+    path, digest = fetch(url, f.sha256, offline=offline)
+    return path, {"url": url, "sha256": digest, **({"member": f.member} if f.member else {})}
+
+
+def _table_pairs(path: Path, t: TableSource, source: str) -> Iterator[tuple[str, str]]:
+    reader = csv.reader(read_lines(path, t.member, source), delimiter="\t" if t.format == "tsv" else ",",
+                        quoting=csv.QUOTE_NONE if t.format == "tsv" else csv.QUOTE_MINIMAL)
+    columns: list[int | str] = [t.src_column, t.tgt_column]
+    if t.header:
+        header = next(reader, [])
         try:
-            h = hashlib.sha256()
-            with urllib.request.urlopen(url, timeout=60) as resp, open(dest, "wb") as out:
-                while chunk := resp.read(CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-            return h.hexdigest()
-        except urllib.error.HTTPError as exc:
-            retryable = exc.code >= 500 or exc.code == 429
-            if not retryable or attempt == retries:
-                raise PipelineError(f"{url}: HTTP {exc.code} {exc.reason} after {attempt} attempt(s)") from None
-            reason = f"HTTP {exc.code}"
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            if attempt == retries:
-                raise PipelineError(f"{url}: {getattr(exc, 'reason', exc)} after {attempt} attempt(s)") from None
-            reason = str(getattr(exc, "reason", exc))
-        delay = 2 ** (attempt - 1)
-        log.warning("%s: %s, retrying in %ss (%d/%d)", url, reason, delay, attempt, retries)
-        time.sleep(delay)
-    raise AssertionError("unreachable")
+            columns = [header.index(c) if isinstance(c, str) else c for c in columns]
+        except ValueError:
+            raise PipelineError(f"{source}: columns {t.src_column!r}/{t.tgt_column!r} not in header {header}") from None
+    elif any(isinstance(c, str) for c in columns):
+        raise PipelineError(f"{source}: column names need header: true")
+    s_col, t_col = int(columns[0]), int(columns[1])
+    for n, row in enumerate(reader, 2 if t.header else 1):
+        if len(row) <= max(s_col, t_col):
+            raise PipelineError(f"{source}:{n}: {len(row)} column(s), need column {max(s_col, t_col)}")
+        yield row[s_col], row[t_col]
 
 
-def _to_text(blob: Path, dest: Path, name: str) -> int:
-    """Decompress (if gzip) and normalise line endings into ``dest``; return the line count."""
-    with open(blob, "rb") as fh:
-        gz = fh.read(2) == b"\x1f\x8b"
-    opener = gzip.open if gz else open
-    lines = 0
+def _custom_split(data: Data, split: str, spec: SplitSource, out: Path) -> dict:
+    if spec.table:
+        path, info = _get(spec.table, data.offline)
+        lines = _write_pairs(out, split, data.src, data.tgt, _table_pairs(path, spec.table, spec.table.url))
+        return {"table": info, "lines": lines}
+    assert spec.src and spec.tgt
+    (sp, s_info), (tp, t_info) = _get(spec.src, data.offline), _get(spec.tgt, data.offline)
+    pairs = _aligned(read_lines(sp, spec.src.member, spec.src.url), read_lines(tp, spec.tgt.member, spec.tgt.url),
+                     spec.src.url, spec.tgt.url)
+    return {data.src: s_info, data.tgt: t_info, "lines": _write_pairs(out, split, data.src, data.tgt, pairs)}
+
+
+def _registry_split(data: Data, split: str, files: dict[str, registry.RemoteFile], out: Path) -> dict:
+    got = {lang: _get(FileSource(url=f.url, sha256=f.sha256, member=f.member), data.offline, data.corpus)
+           for lang, f in files.items()}
+    (sp, s_info), (tp, t_info) = got[data.src], got[data.tgt]
+    pairs = _aligned(read_lines(sp, s_info.get("member"), s_info["url"]),
+                     read_lines(tp, t_info.get("member"), t_info["url"]), s_info["url"], t_info["url"])
+    return {data.src: s_info, data.tgt: t_info, "lines": _write_pairs(out, split, data.src, data.tgt, pairs)}
+
+
+def _dig(row: dict, path: str, name: str) -> str:
+    value: object = row
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise PipelineError(f"{name}: rows have no column '{path}'; set data.hf.src_column/tgt_column "
+                                f"(columns: {', '.join(row)})")
+        value = value[key]
+    return str(value)
+
+
+def _hf_splits(data: Data, out: Path) -> dict:
+    import os
+
+    if data.offline:
+        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    from datasets import get_dataset_split_names, load_dataset
+
+    name, _, config = data.corpus.removeprefix("hf:").partition(":")
+    src_col = data.hf.src_column or f"translation.{data.src}"
+    tgt_col = data.hf.tgt_column or f"translation.{data.tgt}"
     try:
-        with opener(blob, "rt", encoding="utf-8", newline=None) as src, \
-                open(dest, "w", encoding="utf-8", newline="\n") as out:
-            for line in src:
-                out.write(line.rstrip("\n") + "\n")
-                lines += 1
-    except (EOFError, gzip.BadGzipFile, OSError) as exc:
-        raise PipelineError(f"{name}: truncated or corrupt gzip ({exc})") from None
-    except UnicodeDecodeError as exc:
-        raise PipelineError(f"{name}: not UTF-8 text (byte {exc.start} of line {lines + 1})") from None
-    return lines
+        available = get_dataset_split_names(name, config or None)
+    except Exception as exc:  # datasets raises many types for a missing/unreachable dataset
+        raise PipelineError(f"{data.corpus}: cannot load it with HF datasets ({type(exc).__name__}: {exc})") from None
+    splits = {}
+    for split, hf_split in data.hf.splits.items():
+        if hf_split not in available:
+            continue
+        ds = load_dataset(name, config or None, split=hf_split)
+        pairs = ((_dig(r, src_col, data.corpus), _dig(r, tgt_col, data.corpus)) for r in ds)
+        splits[split] = {"dataset": data.corpus, "split": hf_split,
+                         "lines": _write_pairs(out, split, data.src, data.tgt, pairs)}
+    if "train" not in splits:
+        raise PipelineError(f"{data.corpus}: no '{data.hf.splits.get('train')}' split (has {available}); "
+                            "set data.hf.splits")
+    return splits
 
 
-def _download_custom(params: Params, out: Path) -> dict:
-    assert params.data.custom is not None
-    files = {}
-    for side, lang in (("src", params.data.src), ("tgt", params.data.tgt)):
-        source: FileSource = getattr(params.data.custom, side)
-        blob = out / f".{side}.download"
-        digest = fetch(source.url, blob, source.sha256)
-        lines = _to_text(blob, out / f"train.{lang}", source.url)
-        blob.unlink()
-        files[lang] = {"url": source.url, "sha256": digest, "lines": lines}
-    counts = {f["lines"] for f in files.values()}
-    if len(counts) != 1:
-        detail = ", ".join(f"{lang}: {f['lines']}" for lang, f in files.items())
-        raise PipelineError(f"source and target have different line counts ({detail}); "
-                            "the files must be line-aligned")
-    return files
-
-
-def _generate_sample(params: Params, out: Path) -> dict:
-    if (params.data.src, params.data.tgt) not in (("ko", "en"), ("en", "ko")):
-        raise PipelineError("data.corpus 'sample-ko-en' needs data.src/data.tgt to be ko/en or en/ko")
-    pairs = sample_ko_en.generate(params.data.sample_pairs, params.data.seed)
-    with open(out / "train.ko", "w", encoding="utf-8") as ko, open(out / "train.en", "w", encoding="utf-8") as en:
-        for k, e in pairs:
-            ko.write(k + "\n")
-            en.write(e + "\n")
-    return {lang: {"generator": "sample-ko-en", "seed": params.data.seed, "lines": params.data.sample_pairs}
-            for lang in ("ko", "en")}
-
-
-def run(params: Params, paths: Paths) -> Path:
+def run(params: Params, paths: Paths) -> dict:
     """Download (or generate) the corpus into data/raw/."""
     data = params.data
     with atomic_dir(paths.raw) as out:
-        files = _generate_sample(params, out) if data.corpus == "sample-ko-en" else _download_custom(params, out)
-        write_json(out / "manifest.json", {"corpus": data.corpus, "src": data.src, "tgt": data.tgt,
-                                           "splits": {"train": files}})
-    log.info("corpus %s: %d pairs in %s", data.corpus, next(iter(files.values()))["lines"], paths.raw)
-    return paths.raw
+        if data.corpus == "sample-ko-en":
+            pairs = sample_ko_en.generate(data.sample_pairs, data.seed)
+            if data.src == "en":
+                pairs = ((e, k) for k, e in pairs)
+            splits = {"train": {"generator": "sample-ko-en", "seed": data.seed,
+                                "lines": _write_pairs(out, "train", data.src, data.tgt, pairs)}}
+        elif data.corpus == "custom":
+            assert data.custom is not None
+            splits = {split: _custom_split(data, split, spec, out) for split, spec in data.custom.items()}
+        elif data.corpus.startswith("hf:"):
+            splits = _hf_splits(data, out)
+        else:
+            corpus = registry.CORPORA[data.corpus]
+            splits = {split: _registry_split(data, split, files, out) for split, files in corpus.files.items()}
+        for split, info in splits.items():
+            if info["lines"] == 0:
+                raise PipelineError(f"{data.corpus}: the {split} split is empty")
+        write_json(out / "manifest.json", {"corpus": data.corpus, "src": data.src, "tgt": data.tgt, "splits": splits})
+    log.info("corpus %s: %s", data.corpus, ", ".join(f"{s} {i['lines']} pairs" for s, i in splits.items()))
+    return splits
 
 
 def main() -> None:

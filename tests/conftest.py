@@ -42,9 +42,12 @@ def write_params(root: Path, overrides: dict | None = None) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _no_leaked_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI; keep one test's store out of the next
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for var in ("NMT_DATA_MIRROR", "NMT_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NMT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
 @pytest.fixture(scope="session")

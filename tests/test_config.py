@@ -44,7 +44,9 @@ def test_invalid_yaml_and_missing_file(tmp_path):
 
 
 def test_custom_corpus_requires_files(tmp_path):
-    assert "needs data.custom" in _error(tmp_path, "data:\n  corpus: custom\n")
+    assert "needs data.custom.train" in _error(tmp_path, "data:\n  corpus: custom\n")
+    assert "unknown corpus 'wmt99'" in _error(tmp_path, "data:\n  corpus: wmt99\n")
+    assert "has languages de and en, not ko/en" in _error(tmp_path, "data:\n  corpus: multi30k\n")
 
 
 def test_stage_cli_prints_one_line_and_exits_1(tmp_path):

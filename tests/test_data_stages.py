@@ -1,11 +1,13 @@
 import json
 
 import numpy as np
+import pytest
 
 from pipeline import tokenize
-from pipeline.config import Embed, Paths, load_params
+from pipeline.common import PipelineError
+from pipeline.config import Embed, Paths, Tokenize, load_params
 from pipeline.data import load_split, padding_ratio, token_batches
-from pipeline.tokenize import BOS, EOS, PAD, load_tokenizers
+from pipeline.tokenize import BOS, EOS, PAD, UNK, load_tokenizers, train_tokenizer, unknown_rate
 from tests.conftest import write_params
 
 
@@ -104,3 +106,29 @@ def test_batch_padding(tiny_project):
         n = int(data.src_len[i])
         assert b["src"][row, :n].tolist() == data.src[data.src_off[i]:data.src_off[i + 1]].tolist()
         assert (b["src"][row, n:] == PAD).all()
+
+
+@pytest.mark.parametrize("model", ["bpe", "unigram"])
+def test_byte_fallback_round_trips_unseen_characters(model):
+    from pipeline.corpora.sample_ko_en import generate
+
+    korean = [k for k, _ in generate(3000, seed=1)]
+    plain = train_tokenizer(iter(korean), Tokenize(model=model, vocab_size=900))
+    fallback = train_tokenizer(iter(korean), Tokenize(model=model, vocab_size=900, byte_fallback=True))
+    unseen = "뷁 쀍 😀 도서관에서 end."
+    assert UNK in plain.encode(unseen).ids and plain.decode(plain.encode(unseen).ids) != unseen
+    assert UNK not in fallback.encode(unseen).ids and fallback.decode(fallback.encode(unseen).ids) == unseen
+    assert fallback.get_vocab_size() == 900
+    assert unknown_rate(plain, [unseen])[0] > 0 and unknown_rate(fallback, [unseen])[0] == 0
+
+
+def test_too_small_vocabulary_is_a_clear_error():
+    with pytest.raises(PipelineError, match="raise tokenize.vocab_size"):
+        hangul_300 = "".join(chr(0xAC00 + i) for i in range(300))
+        train_tokenizer(iter([hangul_300] * 10), Tokenize(model="unigram", vocab_size=100))
+
+
+def test_tokenize_reports_unknown_rate(tiny_project):
+    _, paths = tiny_project
+    report = json.loads((paths.metrics / "tokenize.json").read_text())
+    assert 0 <= report["src_unk_rate"] < 0.01 and report["tgt_tokens_per_sentence"] > 5

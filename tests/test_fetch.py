@@ -1,0 +1,201 @@
+"""Registry corpora over real HTTP from a loopback mirror, and every way a download can go wrong."""
+
+import gzip
+import hashlib
+import http.server
+import io
+import json
+import shutil
+import tarfile
+import zipfile
+
+import pytest
+
+from pipeline import clean, download, fetch, tokenize
+from pipeline.common import PipelineError
+from pipeline.config import Paths, load_params
+from tests.conftest import SHARED, write_params
+
+CORPORA = SHARED / "corpora"
+needs_shared = pytest.mark.skipif(not CORPORA.exists(), reason="../shared/corpora not present")
+
+
+def _project(root, data, **sections):
+    root.mkdir(parents=True, exist_ok=True)
+    return load_params(write_params(root, {"data": data, **sections})), Paths(root)
+
+
+def _snapshot(paths):
+    return {p.name: p.read_bytes() for p in sorted(paths.raw.iterdir())}
+
+
+def _good_raw(root):
+    params, paths = _project(root, {"sample_pairs": 50})
+    download.run(params, paths)
+    return _snapshot(paths)
+
+
+@needs_shared
+def test_multi30k_through_the_mirror_then_clean_and_tokenize(tmp_path, http_server, monkeypatch):
+    monkeypatch.setenv("NMT_DATA_MIRROR", http_server(CORPORA))
+    params, paths = _project(tmp_path, {"corpus": "multi30k", "src": "de", "tgt": "en"})
+    splits = download.run(params, paths)  # registry checksums are verified on the mirror's files
+    assert {s: i["lines"] for s, i in splits.items()} == {"train": 29000, "valid": 1014, "test": 1000}
+    assert splits["train"]["de"]["url"].endswith("/multi30k/train.de.gz")
+    report = clean.run(params, paths)
+    assert report["splits"]["train"] >= 28500
+    assert report["splits"]["test"] == 1000 - report["removed"].get("test_source_in_train", 0)
+    sizes = tokenize.run(params, paths)
+    assert sizes == {"src": params.tokenize.vocab_size, "tgt": params.tokenize.vocab_size}
+
+
+def _tar_gz(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@needs_shared
+def test_ko_en_news_archives_through_the_mirror(tmp_path, http_server, monkeypatch):
+    # the real upstream layout (one .tar.gz per split) built from the Korean-English files in ../shared
+    mirror = tmp_path / "mirror" / "ko-en-news"
+    mirror.mkdir(parents=True)
+    for split, name in (("train", "news.test"), ("dev", "news.dev"), ("test", "jhe.dev")):
+        members = {f"korean-english-park.{split}.{lang}": gzip.decompress((CORPORA / "ko-en" / f"{name}.{lang}.gz")
+                                                                          .read_bytes()) for lang in ("ko", "en")}
+        (mirror / f"korean-english-park.{split}.tar.gz").write_bytes(_tar_gz(members))
+    monkeypatch.setenv("NMT_DATA_MIRROR", http_server(tmp_path / "mirror"))
+    params, paths = _project(tmp_path / "p", {"corpus": "ko-en-news"})
+    splits = download.run(params, paths)
+    assert {s: i["lines"] for s, i in splits.items()} == {"train": 2000, "valid": 1000, "test": 720}
+    report = clean.run(params, paths)
+    assert report["splits"]["train"] > 1800
+    assert 0 < report["removed"]["wrong_script"] < 100  # the news corpus has some misaligned, English-only lines
+    assert tokenize.run(params, paths)["src"] >= params.tokenize.vocab_size  # the Hangul alphabet alone is larger
+
+    # the cache now holds the archives: offline works, and a cold cache offline fails clearly
+    params, paths = _project(tmp_path / "p", {"corpus": "ko-en-news", "offline": True})
+    assert download.run(params, paths)["train"]["lines"] == 2000
+    monkeypatch.setenv("NMT_CACHE_DIR", str(tmp_path / "cold"))
+    with pytest.raises(PipelineError, match="not in the download cache .* offline mode is on"):
+        download.run(params, paths)
+
+
+def test_interrupted_download_resumes_with_a_range_request(tmp_path, http_server, monkeypatch):
+    monkeypatch.setattr(fetch.time, "sleep", lambda s: None)
+    body = gzip.compress("".join(f"줄 {i}\n" for i in range(20000)).encode())
+    seen = []
+
+    class Flaky(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            rng = self.headers.get("Range")
+            seen.append(rng)
+            if rng is None:  # first try: promise everything, send half, hang up
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                return
+            start = int(rng.removeprefix("bytes=").rstrip("-"))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            self.send_header("Content-Length", str(len(body) - start))
+            self.end_headers()
+            self.wfile.write(body[start:])
+
+        def log_message(self, *args):
+            pass
+
+    url = f"{http_server(tmp_path, Flaky)}/big.ko.gz"
+    path, _ = fetch.fetch(url, hashlib.sha256(body).hexdigest())
+    assert seen == [None, f"bytes={len(body) // 2}-"]
+    assert path.read_bytes() == body and path.parent == fetch.cache_dir()
+    assert fetch.fetch(url)[0] == path and len(seen) == 2  # second call: from the cache, no request
+
+
+def test_bad_checksum_from_http_is_not_cached(tmp_path, http_server):
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "srv" / "a.txt").write_text("hello\n")
+    url = f"{http_server(tmp_path / 'srv')}/a.txt"
+    with pytest.raises(PipelineError, match="sha256 mismatch"):
+        fetch.fetch(url, "1" * 64)
+    assert list(fetch.cache_dir().iterdir()) == []
+
+
+@pytest.mark.parametrize("member", ["../evil.en", "/etc/evil.en", "ok/../../evil.en"])
+def test_archive_with_path_traversal_is_refused(tmp_path, member):
+    before = _good_raw(tmp_path)
+    (tmp_path / "bad.tar.gz").write_bytes(_tar_gz({"data/train.ko": "안녕\n".encode(), member: b"hello\n"}))
+    files = {"src": {"url": str(tmp_path / "bad.tar.gz"), "member": "*.ko"},
+             "tgt": {"url": str(tmp_path / "bad.tar.gz"), "member": "*.en"}}
+    params, paths = _project(tmp_path, {"corpus": "custom", "custom": {"train": files}})
+    with pytest.raises(PipelineError, match="unsafe archive member"):
+        download.run(params, paths)
+    assert _snapshot(paths) == before
+
+
+def test_truncated_archive(tmp_path):
+    before = _good_raw(tmp_path)
+    blob = _tar_gz({"train.ko": ("가나다\n" * 20000).encode(), "train.en": b"abc\n" * 20000})
+    (tmp_path / "cut.tar.gz").write_bytes(blob[: len(blob) // 2])
+    files = {"src": {"url": str(tmp_path / "cut.tar.gz"), "member": "*.ko"},
+             "tgt": {"url": str(tmp_path / "cut.tar.gz"), "member": "*.en"}}
+    params, paths = _project(tmp_path, {"corpus": "custom", "custom": {"train": files}})
+    with pytest.raises(PipelineError, match="truncated or corrupt"):
+        download.run(params, paths)
+    assert _snapshot(paths) == before
+
+
+def test_zip_member_tsv_and_csv_with_header(tmp_path):
+    rows = [(f"문장 {i}", f"sentence {i}") for i in range(30)]
+    with zipfile.ZipFile(tmp_path / "c.zip", "w") as zf:
+        zf.writestr("corpus/train.tsv", "".join(f"{k}\t{e}\n" for k, e in rows))
+    (tmp_path / "test.csv").write_text("id,english,korean\n" + "".join(f'{i},"{e}, ok",{k}\n'
+                                                                        for i, (k, e) in enumerate(rows[:5])))
+    custom = {"train": {"table": {"url": str(tmp_path / "c.zip"), "member": "*.tsv"}},
+              "test": {"table": {"url": (tmp_path / "test.csv").as_uri(), "format": "csv", "header": True,
+                                 "src_column": "korean", "tgt_column": "english"}}}
+    params, paths = _project(tmp_path, {"corpus": "custom", "custom": custom})
+    splits = download.run(params, paths)
+    assert splits["train"]["lines"] == 30 and splits["test"]["lines"] == 5
+    assert (paths.raw / "test.en").read_text().splitlines()[0] == "sentence 0, ok"
+    assert (paths.raw / "train.ko").read_text(encoding="utf-8").splitlines()[-1] == "문장 29"
+
+
+def test_hf_datasets_source(tmp_path):
+    ds = tmp_path / "my-dataset"
+    ds.mkdir()
+    for split, ko, n in (("train", "학습", 300), ("test", "시험", 6)):
+        with open(ds / f"{split}.jsonl", "w", encoding="utf-8") as fh:
+            for i in range(n):
+                fh.write(json.dumps({"translation": {"ko": f"{ko} 문장 {i}", "en": f"sentence {split} {i}"}},
+                                    ensure_ascii=False) + "\n")
+    params, paths = _project(tmp_path / "p", {"corpus": f"hf:{ds}"})
+    splits = download.run(params, paths)
+    assert {s: i["lines"] for s, i in splits.items()} == {"train": 300, "test": 6}
+    assert (paths.raw / "test.ko").read_text(encoding="utf-8").splitlines()[0] == "시험 문장 0"
+    report = clean.run(params, paths)  # no validation split: carved out of train
+    assert report["splits"]["test"] == 6 and report["splits"]["valid"] > 0
+
+    params, paths = _project(tmp_path / "p", {"corpus": f"hf:{ds}", "hf": {"src_column": "translation.xx"}})
+    with pytest.raises(PipelineError, match="no column 'translation.xx'"):
+        download.run(params, paths)
+
+
+def test_mirror_url_layout(monkeypatch):
+    url = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/val.de.gz"
+    assert fetch.mirrored(url, "multi30k") == url
+    monkeypatch.setenv("NMT_DATA_MIRROR", "http://127.0.0.1:9/m/")
+    assert fetch.mirrored(url, "multi30k") == "http://127.0.0.1:9/m/multi30k/val.de.gz"
+
+
+def test_local_files_are_used_in_place(tmp_path):
+    src = tmp_path / "f.txt"
+    src.write_bytes(b"abc\n")
+    path, digest = fetch.fetch(str(src))
+    assert path == src and digest == hashlib.sha256(b"abc\n").hexdigest()
+    shutil.rmtree(fetch.cache_dir(), ignore_errors=True)
