@@ -3,6 +3,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: help install pipeline repro test lint ui serve clean-outputs
 
@@ -21,8 +22,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-pipeline: $(STAMP)  ## run the whole pipeline (Prefect flow over the DVC stages)
-	$(PY) -m flows.pipeline
+pipeline: $(STAMP)  ## run the whole pipeline (Prefect flow over the DVC stages); CORPUS=multi30k switches corpus
+	$(PY) -m flows.pipeline $(if $(CORPUS),--corpus $(CORPUS))
 
 repro: $(STAMP)  ## the same stages through plain `dvc repro`
 	$(VENV)/bin/dvc repro

@@ -87,6 +87,19 @@ def nmt_pipeline(root: str = ".", force: bool = False) -> dict:
     return summary
 
 
+def switch_corpus(params_file: Path, corpus: str) -> None:
+    from pipeline.config import load_params, set_params
+    from pipeline.corpora.registry import CORPORA
+
+    data = load_params(params_file).data
+    updates: dict = {"data.corpus": corpus}
+    if corpus in CORPORA and {data.src, data.tgt} != set(CORPORA[corpus].languages):
+        updates |= dict(zip(("data.src", "data.tgt"), CORPORA[corpus].languages, strict=True))
+    elif corpus == "sample-ko-en":
+        updates |= {"data.src": "ko", "data.tgt": "en"}
+    set_params(params_file, updates)
+
+
 def print_summary(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -108,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=".")
     parser.add_argument("--force", action="store_true", help="rerun every stage, stale or not")
+    parser.add_argument("--corpus", help="switch data.corpus in params.yaml first (and src/tgt for a registry "
+                                         "corpus), e.g. multi30k")
     parser.add_argument("--serve", action="store_true", help="serve the flow on a schedule instead of running it")
     parser.add_argument("--cron", default="0 3 * * *", help="schedule for --serve (default: daily at 03:00)")
     args = parser.parse_args(argv)
@@ -118,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.common import PipelineError
 
     try:
+        if args.corpus:
+            switch_corpus(Path(args.root) / "params.yaml", args.corpus)
         summary = nmt_pipeline(root=args.root, force=args.force)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)

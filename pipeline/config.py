@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.common import PipelineError
+from pipeline.common import PipelineError, atomic_file
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -206,7 +206,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise PipelineError(f"{path}: file not found; run from the project root or pass --params")
-    text = path.read_text(encoding="utf-8")
+    return parse_params(path.read_text(encoding="utf-8"), path)
+
+
+def parse_params(text: str, path: Path) -> Params:
+    """Validate params text; errors name ``path``, the line and the key."""
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -227,6 +231,32 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         elif loc:
             msg += f" (got {err['input']!r})"
         raise PipelineError(f"{where}: {key}: {msg}") from None
+
+
+def set_params(path: Path, updates: dict[str, Any]) -> None:
+    """Set ``section.key`` values in the params file in place, keeping its comments and layout.
+
+    Used by ``make pipeline CORPUS=...``: DVC then sees an ordinary params change.
+    """
+    lines = Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
+    for dotted, value in updates.items():
+        section, key = dotted.split(".")
+        rendered = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        start = next((i for i, line in enumerate(lines) if line.rstrip() == f"{section}:"), None)
+        if start is None:
+            lines += [f"{section}:\n", f"  {key}: {rendered}\n"]
+            continue
+        end = next((i for i in range(start + 1, len(lines)) if lines[i][:1] not in (" ", "\n", "#")), len(lines))
+        for i in range(start + 1, end):
+            if lines[i].startswith(f"  {key}:"):
+                comment = lines[i].partition(" #")[2]
+                lines[i] = f"  {key}: {rendered}" + (f"  #{comment}" if comment else "\n")
+                break
+        else:
+            lines.insert(start + 1, f"  {key}: {rendered}\n")
+    parse_params("".join(lines), Path(path))  # refuse to write an invalid file
+    with atomic_file(Path(path), encoding="utf-8") as fh:
+        fh.writelines(lines)
 
 
 @dataclass(frozen=True)

@@ -143,8 +143,14 @@ def run(params: Params, paths: Paths) -> dict:
         active = mlflow.start_run(experiment_id=experiment_id(mlflow, cfg.experiment, paths.root),
                                   run_name=f"{params.data.corpus}-gru-bahdanau", tags=run_tags(paths.root))
         mlflow.log_params(flatten(params.model_dump()))
-        mlflow.log_params({"model.parameters": sum(p.numel() for p in model.parameters()),
-                           "build.padding_ratio": meta["splits"]["train"].get("padding_ratio")})
+        mlflow.log_params({"model.parameters": sum(p.numel() for p in model.parameters())})
+        for stage in ("clean", "tokenize", "build"):  # what the data stages did, next to the model
+            report = paths.metrics / f"{stage}.json"
+            if report.exists():
+                values = flatten(json.loads(report.read_text()), f"{stage}.")
+                mlflow.log_metrics({k: v for k, v in values.items() if isinstance(v, int | float)
+                                    and not isinstance(v, bool)})
+                mlflow.log_artifact(str(report), artifact_path="data_reports")
         state["run_id"] = active.info.run_id
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
 

@@ -56,3 +56,20 @@ def test_stage_cli_prints_one_line_and_exits_1(tmp_path):
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: tokenize:") and "tokenize.vocab_size" in lines[0]
+
+
+def test_set_params_keeps_comments_and_refuses_invalid_values(tmp_path):
+    from flows.pipeline import switch_corpus
+    from pipeline.config import set_params
+
+    path = tmp_path / "params.yaml"
+    original = (ROOT / "params.yaml").read_text(encoding="utf-8")
+    path.write_text(original, encoding="utf-8")
+    switch_corpus(path, "multi30k")
+    params = load_params(path)
+    assert (params.data.corpus, params.data.src, params.data.tgt) == ("multi30k", "de", "en")
+    changed = [(a, b) for a, b in zip(original.splitlines(), path.read_text().splitlines(), strict=True) if a != b]
+    assert len(changed) == 2 and changed[0][1].startswith("  corpus: multi30k  # sample-ko-en")
+    with pytest.raises(PipelineError, match="train.epochs"):
+        set_params(path, {"train.epochs": "lots"})
+    assert load_params(path).train.epochs == params.train.epochs  # the file was not touched

@@ -39,7 +39,8 @@ def test_train_outputs_and_mlflow_run(trained):
     assert run.data.params["train.hidden"] == str(params.train.hidden)
     assert run.data.tags["git_commit"] and run.data.tags["dvc_data_hash"] == "untracked"
     assert [m.step for m in client.get_metric_history(run_id, "valid_loss")] == [1, 2]
-    assert {a.path for a in client.list_artifacts(run_id)} >= {"tokenizer"}
+    assert {a.path for a in client.list_artifacts(run_id)} >= {"tokenizer", "data_reports"}
+    assert run.data.metrics["clean.kept_pairs"] > 1000 and "tokenize.src_unk_rate" in run.data.metrics
     models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
     assert any(m.source_run_id == run_id for m in models)
 

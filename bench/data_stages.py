@@ -1,0 +1,168 @@
+"""Data stages at scale: clean + tokenize + build on 1,000,000 pairs, time and peak memory.
+
+Builds a corpus of N pairs by repeating Multi30k (de-en, from ../shared/corpora) with light random
+perturbations (dropped, swapped and repeated words, numbers, case), so that almost every pair is
+distinct, then runs each stage as its own process, the way DVC runs it, sampling the resident
+memory of the whole process tree. Baselines measured in the same run: cleaning in one process
+instead of the pool, and per-line ``encode`` instead of the batch API.
+
+    python bench/data_stages.py                  # 1,000,000 pairs
+    python bench/data_stages.py --pairs 100000   # quicker
+
+Targets (2-core machine): clean + tokenize + build under 180 s, peak RSS under 2 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "corpora" / "multi30k"
+sys.path.insert(0, str(ROOT))
+
+
+def perturb(words: list[str], rng: random.Random) -> list[str]:
+    words = list(words)
+    op = rng.randrange(5)
+    if op == 0 and len(words) > 3:
+        del words[rng.randrange(len(words))]
+    elif op == 1 and len(words) > 2:
+        i = rng.randrange(len(words) - 1)
+        words[i], words[i + 1] = words[i + 1], words[i]
+    elif op == 2:
+        i = rng.randrange(len(words))
+        words.insert(i, words[i])
+    elif op == 3:
+        words.insert(rng.randrange(len(words) + 1), str(rng.randrange(1000)))
+    else:
+        words[0] = words[0].lower() if words[0][:1].isupper() else words[0].capitalize()
+    return words
+
+
+def make_corpus(raw: Path, pairs: int, seed: int = 0) -> None:
+    de, en = (gzip.decompress((SHARED / f"train.{x}.gz").read_bytes()).decode().splitlines() for x in ("de", "en"))
+    rng = random.Random(seed)
+    raw.mkdir(parents=True)
+    with open(raw / "train.de", "w", encoding="utf-8") as fd, open(raw / "train.en", "w", encoding="utf-8") as fe:
+        for n in range(pairs):
+            i = n % len(de)
+            s, t = de[i].split(), en[i].split()
+            if n >= len(de):
+                s, t = perturb(s, rng), perturb(t, rng)
+            fd.write(" ".join(s) + "\n")
+            fe.write(" ".join(t) + "\n")
+    (raw / "manifest.json").write_text(json.dumps({"corpus": "bench", "splits": {"train": {"lines": pairs}}}))
+
+
+def run_stage(stage: str, root: Path) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes, summed over the process and its children)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", f"pipeline.{stage}", "--root", str(root), "--params",
+                             str(root / "params.yaml")], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        p = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                rss = p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
+                peak = max(peak, rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    _, err = proc.communicate()
+    done.set()
+    t.join()
+    if proc.returncode:
+        raise SystemExit(f"{stage} failed:\n{err}")
+    return time.perf_counter() - start, peak
+
+
+def baselines(root: Path, n: int = 100_000) -> dict:
+    """Same-run baselines on the first n pairs: one-process cleaning, per-line encoding."""
+    from tokenizers import Tokenizer
+
+    from pipeline.clean import CHUNK, _check_chunk
+    from pipeline.config import Clean
+
+    de = (root / "data" / "raw" / "train.de").read_text(encoding="utf-8").splitlines()[:n]
+    en = (root / "data" / "raw" / "train.en").read_text(encoding="utf-8").splitlines()[:n]
+    chunks = [(list(zip(de[i:i + CHUNK], en[i:i + CHUNK], strict=True)), Clean(), ("de", "en"))
+              for i in range(0, n, CHUNK)]
+    t = time.perf_counter()
+    for c in chunks:
+        _check_chunk(c)
+    serial = time.perf_counter() - t
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(2) as pool:
+        pool.map(_check_chunk, chunks[:1])  # start-up excluded
+        t = time.perf_counter()
+        pool.map(_check_chunk, chunks)
+        pooled = time.perf_counter() - t
+    tok = Tokenizer.from_file(str(root / "data" / "tokenizer" / "src.json"))
+    t = time.perf_counter()
+    for line in de:
+        tok.encode(line, add_special_tokens=False)
+    per_line = time.perf_counter() - t
+    t = time.perf_counter()
+    tok.encode_batch_fast(de, add_special_tokens=False)
+    batched = time.perf_counter() - t
+    return {"clean_1proc_pairs_s": n / serial, "clean_pool_pairs_s": n / pooled, "clean_speedup": serial / pooled,
+            "encode_per_line_s": n / per_line, "encode_batch_s": n / batched, "encode_speedup": per_line / batched}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=1_000_000)
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
+        root = Path(tmp)
+        t = time.perf_counter()
+        make_corpus(root / "data" / "raw", args.pairs)
+        print(f"corpus: {args.pairs:,} pairs generated in {time.perf_counter() - t:.1f}s")
+        params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        params["data"] |= {"corpus": "custom", "src": "de", "tgt": "en",
+                           "custom": {"train": {"src": {"url": "unused"}, "tgt": {"url": "unused"}}}}
+        params["tokenize"]["vocab_size"] = args.vocab_size
+        params["clean"] |= {"valid_fraction": 0.005, "test_fraction": 0.005}
+        (root / "params.yaml").write_text(yaml.safe_dump(params))
+        results = {}
+        for stage in ("clean", "tokenize", "build"):
+            seconds, peak = run_stage(stage, root)
+            results[stage] = (seconds, peak)
+            rate = args.pairs / seconds
+            print(f"{stage:9s} {seconds:7.1f}s  {rate:>10,.0f} pairs/s  peak RSS {peak / 2**20:7.0f} MiB")
+        total = sum(s for s, _ in results.values())
+        peak = max(p for _, p in results.values())
+        report = json.loads((root / "metrics" / "clean.json").read_text())
+        print(f"total     {total:7.1f}s  (target < 180 s)   peak RSS {peak / 2**20:.0f} MiB (target < 2048 MiB)")
+        print(f"kept {report['kept_pairs']:,} of {report['input_pairs']:,} pairs; removed {report['removed']}")
+        base = baselines(root)
+        print(f"baseline clean, 1 process: {base['clean_1proc_pairs_s']:,.0f} pairs/s; pool of 2: "
+              f"{base['clean_pool_pairs_s']:,.0f} pairs/s ({base['clean_speedup']:.2f}x)")
+        print(f"baseline encode, per line: {base['encode_per_line_s']:,.0f} lines/s; batch API: "
+              f"{base['encode_batch_s']:,.0f} lines/s ({base['encode_speedup']:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
