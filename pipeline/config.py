@@ -139,27 +139,72 @@ class Build(Section):
         return self
 
 
+class Model(Section):
+    arch: Literal["rnn", "transformer"] = "rnn"
+    emb_dim: PositiveInt = 128  # transformer: must equal hidden
+    hidden: PositiveInt = 256  # RNN decoder state / annotation size (hidden/2 per encoder direction); d_model
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    # rnn
+    cell: Literal["gru", "lstm"] = "gru"
+    layers: PositiveInt = 1
+    bidirectional: bool = True
+    attention: Literal["none", "bahdanau", "luong_dot", "luong_general", "luong_concat"] = "bahdanau"
+    input_feeding: bool = True  # luong_*: feed the attentional state into the next step
+    # transformer
+    heads: PositiveInt = 4
+    ff_dim: PositiveInt = 1024
+    enc_layers: PositiveInt = 3
+    dec_layers: PositiveInt = 3
+    positions: Literal["sinusoidal", "learned"] = "sinusoidal"
+    norm: Literal["pre", "post"] = "pre"
+    tie_embeddings: bool = False
+    max_positions: PositiveInt = 512
+
+    @model_validator(mode="after")
+    def _shapes(self) -> Model:
+        if self.arch == "transformer":
+            if self.emb_dim != self.hidden:
+                raise ValueError(f"a transformer needs emb_dim == hidden (got {self.emb_dim} and {self.hidden})")
+            if self.hidden % self.heads:
+                raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        elif self.bidirectional and self.hidden % 2:
+            raise ValueError("hidden must be even for a bidirectional encoder")
+        return self
+
+
 class Train(Section):
     experiment: str = "nmt"
-    emb_dim: PositiveInt = 128
-    hidden: PositiveInt = 256  # decoder state; the bidirectional encoder has hidden/2 per direction
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     embeddings: Literal["pretrained", "random"] = "pretrained"
     freeze_embeddings: bool = False
     epochs: PositiveInt = 6
     lr: Annotated[float, Field(gt=0.0)] = 2e-3
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    scheduler: Literal["constant", "noam", "cosine"] = "constant"
+    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     clip: Annotated[float, Field(gt=0.0)] = 1.0
+    accumulate: PositiveInt = 1  # batches per optimiser step (x processes under torchrun)
+    scheduled_sampling: Literal["none", "linear", "inverse_sigmoid"] = "none"
+    teacher_forcing_min: Annotated[float, Field(ge=0.0, le=1.0)] = 0.75  # floor of the decayed ratio
+    sampling_k: Annotated[float, Field(gt=1.0)] = 500.0  # inverse_sigmoid: k / (k + exp(step / k))
+    early_stopping: Annotated[int, Field(ge=0)] = 0  # epochs without improvement before stopping; 0 = off
+    early_stopping_metric: Literal["loss", "bleu"] = "loss"  # on the valid split
     checkpoint_every: PositiveInt = 200  # optimiser steps
+    keep_checkpoints: PositiveInt = 2  # step checkpoints kept besides last.pt and best.pt
     seed: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True  # bf16 autocast on CUDA
+    compile: bool = False  # torch.compile the model
     threads: int = 0  # torch intra-op threads on CPU; 0 = all cores
 
 
 class Evaluate(Section):
+    beam_size: PositiveInt = 1  # 1 = greedy
+    length_penalty: Annotated[float, Field(ge=0.0)] = 1.0  # GNMT alpha
     max_len_a: Annotated[float, Field(gt=0.0)] = 1.5  # hypothesis length limit: a * source length + b
     max_len_b: PositiveInt = 10
     samples: Annotated[int, Field(ge=0)] = 50
+    heatmaps: Annotated[int, Field(ge=0)] = 4  # attention heatmaps logged to MLflow
 
 
 class Params(Section):
@@ -168,6 +213,7 @@ class Params(Section):
     tokenize: Tokenize = Tokenize()
     embed: Embed = Embed()
     build: Build = Build()
+    model: Model = Model()
     train: Train = Train()
     evaluate: Evaluate = Evaluate()
 
@@ -176,8 +222,8 @@ class Params(Section):
         if self.train.embeddings == "pretrained":
             if self.embed.method == "none":
                 raise ValueError("train.embeddings is 'pretrained' but embed.method is 'none'")
-            if self.embed.dim != self.train.emb_dim:
-                raise ValueError(f"train.emb_dim ({self.train.emb_dim}) must equal embed.dim "
+            if self.embed.dim != self.model.emb_dim:
+                raise ValueError(f"model.emb_dim ({self.model.emb_dim}) must equal embed.dim "
                                  f"({self.embed.dim}) when train.embeddings is 'pretrained'")
         return self
 
@@ -228,7 +274,7 @@ def parse_params(text: str, path: Path) -> Params:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key; check its spelling against README's params table"
-        elif loc:
+        elif loc and not isinstance(err["input"], dict):
             msg += f" (got {err['input']!r})"
         raise PipelineError(f"{where}: {key}: {msg}") from None
 

@@ -26,6 +26,33 @@ log = logging.getLogger(__name__)
 CHUNK = 2000  # sentences per progress step
 
 
+def heatmap(attention: dict):
+    """Source x target attention weights as a figure."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import font_manager
+
+    # DejaVu has no Hangul/CJK glyphs: fall back to a font that has them, when one is installed
+    cjk = [f.name for f in font_manager.fontManager.ttflist
+           if any(k in f.name for k in ("CJK", "Nanum", "Noto Sans KR", "Malgun", "AppleGothic", "Source Han"))]
+    plt.rcParams["font.family"] = [*sorted(set(cjk))[:1], "DejaVu Sans"]
+    warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+    weights = attention["weights"]
+    fig, ax = plt.subplots(figsize=(max(4, 0.45 * weights.shape[1] + 2), max(3, 0.4 * weights.shape[0] + 1.5)))
+    ax.imshow(weights, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(weights.shape[1]), attention["source"], rotation=90)
+    ax.set_yticks(range(weights.shape[0]), attention["target"])
+    ax.set_xlabel("source")
+    ax.set_ylabel("target")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
 def run(params: Params, paths: Paths) -> dict:
     """Translate data/clean/test.<src> and score it against test.<tgt>."""
     cfg = params.evaluate
@@ -36,7 +63,8 @@ def run(params: Params, paths: Paths) -> dict:
     sources, references = read_lines(files[0]), read_lines(files[1])
     device = choose_device(params.train.device)
     translator = Translator.from_paths(paths, str(device), max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b,
-                                       max_tokens=params.build.max_tokens)
+                                       max_tokens=params.build.max_tokens, beam_size=cfg.beam_size,
+                                       length_penalty=cfg.length_penalty)
     hypotheses: list[str] = []
     with torch.inference_mode():
         for start in tqdm(range(0, len(sources), CHUNK), desc="translate test", unit="chunk", disable=None):
@@ -44,7 +72,9 @@ def run(params: Params, paths: Paths) -> dict:
     bleu_metric = sacrebleu.BLEU()
     bleu = bleu_metric.corpus_score(hypotheses, [references])
     chrf = sacrebleu.CHRF().corpus_score(hypotheses, [references])
-    metrics = {"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2), "test_pairs": len(sources),
+    lower = sacrebleu.BLEU(lowercase=True).corpus_score(hypotheses, [references])
+    metrics = {"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2), "bleu_lowercase": round(lower.score, 2),
+               "test_pairs": len(sources), "beam_size": cfg.beam_size,
                "bleu_signature": str(bleu_metric.get_signature())}
     write_json(paths.metrics / "eval.json", metrics)
     paths.reports.mkdir(parents=True, exist_ok=True)
@@ -65,8 +95,11 @@ def run(params: Params, paths: Paths) -> dict:
                     mlflow.get_tracking_uri())
     else:
         with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics({"bleu": bleu.score, "chrf": chrf.score})
+            mlflow.log_metrics({"bleu": bleu.score, "chrf": chrf.score, "bleu_lowercase": lower.score})
             mlflow.log_artifact(str(paths.reports / "samples.tsv"))
+            for i, (_, attention) in enumerate(translator.translate_with_attention(sources[: cfg.heatmaps])):
+                if attention is not None:
+                    mlflow.log_figure(heatmap(attention), f"attention/test-{i:02d}.png")
     log.info("test BLEU %.2f, chrF %.2f on %d pairs", bleu.score, chrf.score, len(sources))
     return metrics
 

@@ -24,8 +24,9 @@ TINY = {
     "tokenize": {"vocab_size": 400},
     "embed": {"dim": 16, "epochs": 2},
     "build": {"max_tokens": 1500},
-    "train": {"emb_dim": 16, "hidden": 32, "epochs": 2, "checkpoint_every": 5, "experiment": "test"},
-    "evaluate": {"samples": 5},
+    "model": {"emb_dim": 16, "hidden": 32},
+    "train": {"epochs": 2, "checkpoint_every": 5, "experiment": "test"},
+    "evaluate": {"samples": 5, "heatmaps": 2},
 }
 
 

@@ -33,8 +33,10 @@ def test_wrong_type_names_the_value(tmp_path):
 
 
 def test_cross_section_check(tmp_path):
-    msg = _error(tmp_path, "embed:\n  dim: 64\ntrain:\n  emb_dim: 128\n")
-    assert "train.emb_dim (128) must equal embed.dim (64)" in msg
+    msg = _error(tmp_path, "embed:\n  dim: 64\nmodel:\n  emb_dim: 128\n")
+    assert "model.emb_dim (128) must equal embed.dim (64)" in msg
+    msg = _error(tmp_path, "model:\n  arch: transformer\n  hidden: 250\n  emb_dim: 250\n")
+    assert msg.endswith(":1: model: hidden (250) must be divisible by heads (4)")
 
 
 def test_invalid_yaml_and_missing_file(tmp_path):

@@ -56,7 +56,7 @@ def test_full_flow_then_fully_cached_then_only_train_and_evaluate(repo, prefect)
 
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert sorted(lock["stages"]) == sorted(STAGES)
-    assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["hidden"] == 32
+    assert lock["stages"]["train"]["params"]["params.yaml"]["model"]["hidden"] == 32
     metrics = json.loads((repo / "metrics" / "eval.json").read_text())
     assert metrics["bleu"] == first["bleu"] and (repo / "models" / "model.pt").exists()
     shown = _dvc(repo, "metrics", "show", "--json")

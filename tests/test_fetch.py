@@ -46,7 +46,7 @@ def test_multi30k_through_the_mirror_then_clean_and_tokenize(tmp_path, http_serv
     assert report["splits"]["train"] >= 28500
     assert report["splits"]["test"] == 1000 - report["removed"].get("test_source_in_train", 0)
     sizes = tokenize.run(params, paths)
-    assert sizes == {"src": params.tokenize.vocab_size, "tgt": params.tokenize.vocab_size}
+    assert sizes["src_vocab"] == sizes["tgt_vocab"] == params.tokenize.vocab_size
 
 
 def _tar_gz(members: dict[str, bytes]) -> bytes:
@@ -75,7 +75,7 @@ def test_ko_en_news_archives_through_the_mirror(tmp_path, http_server, monkeypat
     report = clean.run(params, paths)
     assert report["splits"]["train"] > 1800
     assert 0 < report["removed"]["wrong_script"] < 100  # the news corpus has some misaligned, English-only lines
-    assert tokenize.run(params, paths)["src"] >= params.tokenize.vocab_size  # the Hangul alphabet alone is larger
+    assert tokenize.run(params, paths)["src_vocab"] >= params.tokenize.vocab_size  # the Hangul alphabet alone is larger
 
     # the cache now holds the archives: offline works, and a cold cache offline fails clearly
     params, paths = _project(tmp_path / "p", {"corpus": "ko-en-news", "offline": True})

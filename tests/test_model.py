@@ -1,7 +1,19 @@
+import itertools
+
+import pytest
 import torch
 
-from pipeline.models.seq2seq import Seq2Seq, Seq2SeqConfig, strip_ids
+from pipeline.models import ModelConfig, build_model
+from pipeline.search import beam_search, greedy, strip_ids
 from pipeline.tokenize import BOS, EOS, PAD
+
+RNN_VARIANTS = [dict(cell=c, attention=a, layers=layers, bidirectional=bi, input_feeding=feed)
+                for c, a, (layers, bi), feed in itertools.product(
+                    ["gru", "lstm"], ["none", "bahdanau", "luong_dot", "luong_general", "luong_concat"],
+                    [(1, True), (2, False)], [True, False])
+                if feed or a.startswith("luong")]
+TRANSFORMERS = [dict(arch="transformer", norm=n, positions=p, tie_embeddings=t)
+                for n, p, t in [("pre", "sinusoidal", False), ("post", "learned", True)]]
 
 
 def _batch(seqs_src, seqs_tgt):
@@ -11,51 +23,112 @@ def _batch(seqs_src, seqs_tgt):
     return src, torch.tensor([len(s) for s in seqs_src]), tgt
 
 
-def test_overfits_a_tiny_batch_and_greedy_reproduces_it():
+def _model(vocab=30, **kw):
+    base = {"emb_dim": 32, "hidden": 32, "dropout": 0.0, "heads": 4, "ff_dim": 64, "enc_layers": 2, "dec_layers": 2}
+    return build_model(ModelConfig(vocab, vocab, **{**base, **kw}))
+
+
+def _id(kw):
+    return "-".join(str(v) for v in kw.values())
+
+
+@pytest.mark.parametrize("kw", RNN_VARIANTS + TRANSFORMERS, ids=_id)
+def test_every_variant_overfits_a_tiny_batch_and_decodes_it(kw):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
     srcs = [[*torch.randint(4, 30, (n,), generator=g).tolist(), EOS] for n in (5, 7, 3, 6)]
-    tgts = [[BOS, *list(reversed(s[:-1])), EOS] for s in srcs]  # learn to reverse
+    tgts = [[BOS, *reversed(s[:-1]), EOS] for s in srcs]  # learn to reverse
     src, src_len, tgt = _batch(srcs, tgts)
-    model = Seq2Seq(Seq2SeqConfig(30, 30, emb_dim=32, hidden=64, dropout=0.0))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        loss, n = model.loss(src, src_len, tgt)
+    model = _model(**kw)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2 if kw.get("arch") != "transformer" else 3e-3)
+    for _ in range(200):
+        loss, _, n = model.loss(src, src_len, tgt)
         opt.zero_grad()
         (loss / n).backward()
         opt.step()
-    assert (loss / n).item() < 0.01
+    assert (loss / n).item() < 0.05
     model.eval()
-    out, attn = model.greedy(src, src_len, max_len=12)
-    assert [strip_ids(r) for r in out.tolist()] == [t[1:-1] for t in tgts]
-    assert attn.shape[0] == 4 and attn.shape[2] == src.shape[1]
+    expected = [t[1:-1] for t in tgts]
+    out, _ = greedy(model, src, src_len, max_len=12)
+    assert [strip_ids(r) for r in out.tolist()] == expected
+    out, attn = beam_search(model, src, src_len, max_len=12, beam=3)
+    assert [strip_ids(r) for r in out.tolist()] == expected
+    if kw.get("attention", "x") != "none":
+        assert attn is not None and attn.shape[0] == 4 and attn.shape[2] == src.shape[1]
 
 
-def test_padding_does_not_change_the_result():
+@pytest.mark.parametrize("kw", [dict(attention="bahdanau"), dict(attention="luong_general", cell="lstm"),
+                                dict(attention="luong_dot", input_feeding=False), *TRANSFORMERS], ids=_id)
+def test_padding_does_not_change_the_result(kw):
     torch.manual_seed(0)
-    model = Seq2Seq(Seq2SeqConfig(20, 20, emb_dim=8, hidden=16, dropout=0.0)).eval()
+    model = _model(vocab=20, **kw).eval()
     short, long = [5, 6, 7, EOS], [5, 6, 7, 8, 9, 10, 11, EOS]
     tgt = [BOS, 4, 5, EOS]
-    alone_logits, _alone_attn = model(*_batch([short], [tgt]))
-    both_logits, both_attn = model(*_batch([short, long], [tgt, [*tgt, 6, 7]]))
-    torch.testing.assert_close(alone_logits[0], both_logits[0, :3], atol=1e-5, rtol=1e-5)
-    assert both_attn[0, :, len(short):].abs().max() == 0  # no attention on padding
-    torch.testing.assert_close(both_attn.sum(-1), torch.ones_like(both_attn.sum(-1)))
+    alone, _ = model(*_batch([short], [tgt[:-1]]))
+    both, _ = model(*_batch([short, long], [tgt[:-1], [*tgt, 6]]))
+    torch.testing.assert_close(alone[0], both[0, :3], atol=1e-5, rtol=1e-4)
+    memory = model.encode(*_batch([short, long], [tgt, tgt])[:2])
+    _, _, weights = model.step(torch.tensor([BOS, BOS]), model.start(memory), memory)
+    assert weights[0, len(short):].abs().max() == 0  # no attention on padding
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2))
 
 
-def test_padding_targets_are_ignored_by_the_loss():
+def test_step_matches_teacher_forcing():
     torch.manual_seed(0)
-    model = Seq2Seq(Seq2SeqConfig(20, 20, emb_dim=8, hidden=16, dropout=0.0))
+    for kw in [dict(attention="bahdanau", layers=2), dict(attention="luong_concat", cell="lstm"),
+               dict(attention="none"), TRANSFORMERS[0]]:
+        model = _model(vocab=20, **kw).eval()
+        src, src_len, tgt = _batch([[5, 6, 7, EOS]], [[BOS, 4, 9, 5, EOS]])
+        full, _ = model(src, src_len, tgt)
+        memory = model.encode(src, src_len)
+        state = model.start(memory)
+        for t in range(tgt.size(1)):
+            logits, state, _ = model.step(tgt[:, t], state, memory)
+            torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-4)
+
+
+def test_padding_targets_are_ignored_and_label_smoothing_raises_the_loss():
+    torch.manual_seed(0)
+    model = _model(vocab=20)
     src, src_len, tgt = _batch([[5, 6, EOS]], [[BOS, 4, EOS]])
-    loss, n = model.loss(src, src_len, tgt)
+    loss, nll, n = model.loss(src, src_len, tgt)
     padded = torch.cat([tgt, torch.full((1, 3), PAD)], dim=1)
-    loss_padded, n_padded = model.loss(src, src_len, padded)
-    assert n == n_padded == 2
-    torch.testing.assert_close(loss, loss_padded)
+    loss_p, _, n_p = model.loss(src, src_len, padded)
+    assert n == n_p == 2
+    torch.testing.assert_close(loss, loss_p)
+    smooth, nll_s, _ = model.loss(src, src_len, tgt, label_smoothing=0.1)
+    torch.testing.assert_close(nll, nll_s)
+    assert smooth.item() != loss.item()
+
+
+def test_scheduled_sampling_feeds_predictions():
+    torch.manual_seed(0)
+    model = _model(vocab=20).eval()
+    src, src_len, tgt = _batch([[5, 6, EOS]], [[BOS, 4, 9, 5, EOS]])
+    forced, _ = model(src, src_len, tgt[:, :-1])
+    torch.testing.assert_close(model.sampled_logits(src, src_len, tgt[:, :-1], 1.0), forced, atol=1e-5, rtol=1e-4)
+    sampled = model.sampled_logits(src, src_len, tgt[:, :-1], 0.0)
+    assert not torch.allclose(sampled[:, 1:], forced[:, 1:])  # fed its own argmax, not the gold token
+
+
+def test_beam_search_finds_a_better_sequence_than_greedy():
+    torch.manual_seed(3)
+    model = _model(vocab=12, attention="bahdanau").eval()
+    src, src_len, _ = _batch([[5, 6, 7, EOS], [8, 9, EOS]], [[BOS, EOS], [BOS, EOS]])
+
+    def logprob(tokens):
+        seq = torch.cat([torch.full((tokens.size(0), 1), BOS), tokens], 1)
+        logits, _ = model(src, src_len, seq[:, :-1])
+        lp = torch.log_softmax(logits, -1).gather(-1, seq[:, 1:].unsqueeze(-1)).squeeze(-1)
+        return (lp * (seq[:, 1:] != PAD)).sum(-1)
+
+    g, _ = greedy(model, src, src_len, max_len=6)
+    b, _ = beam_search(model, src, src_len, max_len=6, beam=8, alpha=0.0)
+    assert (logprob(b) >= logprob(g) - 1e-4).all()
 
 
 def test_pretrained_embeddings_load_and_freeze():
-    model = Seq2Seq(Seq2SeqConfig(10, 12, emb_dim=4, hidden=8))
-    src, tgt = torch.randn(10, 4), torch.randn(12, 4)
+    model = _model(vocab=10)
+    src, tgt = torch.randn(10, 32), torch.randn(10, 32)
     model.load_embeddings(src, tgt, freeze=True)
-    assert torch.equal(model.encoder.embed.weight, src) and not model.decoder.embed.weight.requires_grad
+    assert torch.equal(model.src_embed.weight, src) and not model.tgt_embed.weight.requires_grad

@@ -30,13 +30,13 @@ def test_train_outputs_and_mlflow_run(trained):
     saved = json.loads((paths.metrics / "train.json").read_text())
     assert saved == metrics
     _model, blob = train.load_model(paths.model / "model.pt")  # weights_only=True inside
-    assert blob["src_lang"] == "ko" and blob["config"]["hidden"] == params.train.hidden
+    assert blob["src_lang"] == "ko" and blob["config"]["hidden"] == params.model.hidden
 
     run_id = json.loads((paths.model / "run.json").read_text())["run_id"]
     client = mlflow.MlflowClient(default_uri(paths.root))
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.params["train.hidden"] == str(params.train.hidden)
+    assert run.data.params["model.hidden"] == str(params.model.hidden)
     assert run.data.tags["git_commit"] and run.data.tags["dvc_data_hash"] == "untracked"
     assert [m.step for m in client.get_metric_history(run_id, "valid_loss")] == [1, 2]
     assert {a.path for a in client.list_artifacts(run_id)} >= {"tokenizer", "data_reports"}
@@ -56,8 +56,11 @@ def test_evaluate_writes_metrics_samples_and_logs_to_the_run(trained):
         rows = list(csv.reader(fh, delimiter="\t"))
     assert rows[0] == ["source", "reference", "hypothesis"] and len(rows) == 1 + params.evaluate.samples
     run_id = json.loads((paths.model / "run.json").read_text())["run_id"]
-    logged = mlflow.MlflowClient(default_uri(paths.root)).get_run(run_id).data.metrics
+    client = mlflow.MlflowClient(default_uri(paths.root))
+    logged = client.get_run(run_id).data.metrics
     assert logged["bleu"] == pytest.approx(metrics["bleu"], abs=0.01)
+    figures = {a.path for a in client.list_artifacts(run_id, "attention")}
+    assert figures == {"attention/test-00.png", "attention/test-01.png"}
 
 
 def test_translate_cli(trained):
@@ -86,7 +89,7 @@ def _copy_project(src_paths, dest, overrides):
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_project, tmp_path):
     _, base = tiny_project
-    overrides = {"train": {"hidden": 64, "epochs": 3, "checkpoint_every": 4}}
+    overrides = {"model": {"hidden": 64}, "train": {"epochs": 3, "checkpoint_every": 4}}
     params, straight = _copy_project(base, tmp_path / "straight", overrides)
     expected = train.run(params, straight)
 
@@ -119,3 +122,23 @@ def test_changed_params_do_not_resume_a_stale_checkpoint(tiny_project, tmp_path,
     with caplog.at_level("INFO"):
         train.run(params2, paths)
     assert "another params/data run; starting afresh" in caplog.text
+
+
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tiny_project, tmp_path):
+    _, base = tiny_project
+    overrides = {"model": {"dropout": 0.0}, "train": {"epochs": 2, "checkpoint_every": 1000}}
+    params, single = _copy_project(base, tmp_path / "single", {**overrides, "train": {**overrides["train"],
+                                                                                     "accumulate": 2}})
+    train.run(params, single)
+    _, ddp = _copy_project(base, tmp_path / "ddp", overrides)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "pipeline.train", "--root", str(ddp.root), "--params", str(ddp.root / "params.yaml")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = torch.load(single.checkpoints / "last.pt", weights_only=True)["state"]
+    two = torch.load(ddp.checkpoints / "last.pt", weights_only=True)["state"]
+    assert one["step"] == two["step"] > 0
+    for a, b in zip(one["history"], two["history"], strict=True):
+        assert a["valid_loss"] == pytest.approx(b["valid_loss"], abs=1e-3)
+    assert json.loads((ddp.metrics / "train.json").read_text())["steps"] == one["step"]

@@ -1,0 +1,111 @@
+"""What every model shares: its config, the loss, and the step interface that decoding uses.
+
+A model implements
+  ``forward(src, src_len, tgt_in) -> logits [B, T, V], attention [B, T, S] | None`` (teacher forcing),
+  ``encode(src, src_len) -> memory`` and ``start(memory) -> state``,
+  ``step(y_prev [B], state, memory) -> logits [B, V], state, attention [B, S] | None``.
+Memory and state are dicts of batch-first tensors (or lists of them), so beam search can reorder
+them with one ``index_select`` per tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pipeline.tokenize import PAD
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    src_vocab: int
+    tgt_vocab: int
+    arch: str = "rnn"  # rnn | transformer
+    emb_dim: int = 128
+    hidden: int = 256
+    dropout: float = 0.1
+    # rnn
+    cell: str = "gru"  # gru | lstm
+    layers: int = 1
+    bidirectional: bool = True
+    attention: str = "bahdanau"  # none | bahdanau | luong_dot | luong_general | luong_concat
+    input_feeding: bool = True  # luong: feed the attentional state back into the next step
+    # transformer
+    heads: int = 4
+    ff_dim: int = 1024
+    enc_layers: int = 3
+    dec_layers: int = 3
+    positions: str = "sinusoidal"  # sinusoidal | learned
+    norm: str = "pre"  # pre | post
+    tie_embeddings: bool = False  # decoder input = output embedding (and the encoder's, with a joint vocab)
+    max_positions: int = 512
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def map_tensors(obj: Any, fn: Any) -> Any:
+    """Apply ``fn`` to every tensor in nested dicts/lists/tuples."""
+    if isinstance(obj, Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: map_tensors(v, fn) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(map_tensors(v, fn) for v in obj)
+    return obj
+
+
+class Seq2SeqBase(nn.Module):
+    cfg: ModelConfig
+
+    def encode(self, src: Tensor, src_len: Tensor) -> dict:
+        raise NotImplementedError
+
+    def start(self, memory: dict) -> dict:
+        raise NotImplementedError
+
+    def step(self, y_prev: Tensor, state: dict, memory: dict) -> tuple[Tensor, dict, Tensor | None]:
+        raise NotImplementedError
+
+    def load_embeddings(self, src: Tensor | None, tgt: Tensor | None, freeze: bool) -> None:
+        for table, weights in ((self.src_embed, src), (self.tgt_embed, tgt)):
+            if weights is not None:
+                if weights.shape != table.weight.shape:
+                    raise ValueError(f"pretrained embeddings {tuple(weights.shape)} do not fit "
+                                     f"{tuple(table.weight.shape)}")
+                table.weight.data.copy_(weights)
+                table.weight.requires_grad_(not freeze)
+
+    def sampled_logits(self, src: Tensor, src_len: Tensor, tgt_in: Tensor, teacher_forcing: float) -> Tensor:
+        """Scheduled sampling: at each step feed the gold token with probability ``teacher_forcing``,
+        else the model's own previous prediction. -> logits [B, T, V]"""
+        memory = self.encode(src, src_len)
+        state = self.start(memory)
+        y = tgt_in[:, 0]
+        out = []
+        for t in range(tgt_in.size(1)):
+            logits, state, _ = self.step(y, state, memory)
+            out.append(logits)
+            if t + 1 < tgt_in.size(1):
+                gold = tgt_in[:, t + 1]
+                use_gold = torch.rand(gold.shape, device=gold.device) < teacher_forcing
+                y = torch.where(use_gold | (gold == PAD), gold, logits.argmax(-1).detach())
+        return torch.stack(out, 1)
+
+    def loss(self, src: Tensor, src_len: Tensor, tgt: Tensor, label_smoothing: float = 0.0,
+             teacher_forcing: float = 1.0) -> tuple[Tensor, Tensor, int]:
+        """(training loss, negative log-likelihood, target tokens), sums over the non-pad targets of tgt[:, 1:]."""
+        tgt_in, gold = tgt[:, :-1], tgt[:, 1:]
+        if teacher_forcing >= 1.0:
+            logits, _ = self(src, src_len, tgt_in)
+        else:
+            logits = self.sampled_logits(src, src_len, tgt_in, teacher_forcing)
+        flat, gold = logits.reshape(-1, logits.size(-1)).float(), gold.reshape(-1)
+        nll = F.cross_entropy(flat, gold, ignore_index=PAD, reduction="sum")
+        loss = nll if label_smoothing == 0 else F.cross_entropy(flat, gold, ignore_index=PAD, reduction="sum",
+                                                                 label_smoothing=label_smoothing)
+        return loss, nll.detach(), int((gold != PAD).sum())

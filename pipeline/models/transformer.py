@@ -1,0 +1,154 @@
+"""Transformer encoder–decoder (Vaswani et al. 2017), in one file.
+
+Attention runs through ``F.scaled_dot_product_attention``, which picks fused kernels (flash /
+memory-efficient) on GPUs; weights are computed explicitly only when asked for (heatmaps).
+Options: sinusoidal or learned positions, pre- or post-layer-norm, tied embeddings.
+Masks: source padding in encoder self-attention and cross-attention; causal in decoder
+self-attention (target padding sits after every real token, so causality alone keeps real
+positions from seeing it, and padded positions are ignored by the loss).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pipeline.models.base import ModelConfig, Seq2SeqBase
+from pipeline.tokenize import PAD
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, d: int, heads: int, dropout: float):
+        super().__init__()
+        if d % heads:
+            raise ValueError(f"model.hidden ({d}) must be divisible by model.heads ({heads})")
+        self.heads, self.dropout = heads, dropout
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+
+    def _split(self, x: Tensor) -> Tensor:  # [B, L, D] -> [B, heads, L, D/heads]
+        return x.view(x.size(0), x.size(1), self.heads, -1).transpose(1, 2)
+
+    def forward(self, x: Tensor, kv: Tensor, key_mask: Tensor | None = None, causal: bool = False,
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """x [B, T, D], kv [B, S, D], key_mask [B, S] (True = real) -> [B, T, D], weights [B, T, S] | None"""
+        q, k, v = self._split(self.q(x)), self._split(self.k(kv)), self._split(self.v(kv))
+        mask = key_mask[:, None, None, :] if key_mask is not None else None
+        weights = None
+        if need_weights:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(q.size(-1))
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            if causal:
+                t, s = scores.shape[-2:]
+                scores = scores.masked_fill(torch.ones(t, s, dtype=torch.bool, device=x.device).triu(1),
+                                            float("-inf"))
+            probs = scores.softmax(-1)
+            out, weights = probs @ v, probs.mean(1)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                                 dropout_p=self.dropout if self.training else 0.0)
+        return self.o(out.transpose(1, 2).flatten(2)), weights
+
+
+class Layer(nn.Module):
+    def __init__(self, cfg: ModelConfig, cross: bool):
+        super().__init__()
+        d = cfg.hidden
+        self.pre = cfg.norm == "pre"
+        self.self_attn = MultiHeadAttention(d, cfg.heads, cfg.dropout)
+        self.cross_attn = MultiHeadAttention(d, cfg.heads, cfg.dropout) if cross else None
+        self.ff = nn.Sequential(nn.Linear(d, cfg.ff_dim), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.ff_dim, d))
+        self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(3 if cross else 2))
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def _sub(self, i: int, x: Tensor, fn) -> tuple[Tensor, Tensor | None]:
+        if self.pre:
+            y, w = fn(self.norms[i](x))
+            return x + self.dropout(y), w
+        y, w = fn(x)
+        return self.norms[i](x + self.dropout(y)), w
+
+    def forward(self, x: Tensor, self_mask: Tensor | None, memory: Tensor | None = None,
+                memory_mask: Tensor | None = None, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        causal = self.cross_attn is not None
+        x, _ = self._sub(0, x, lambda h: self.self_attn(h, h, self_mask, causal=causal))
+        weights = None
+        if self.cross_attn is not None:
+            x, weights = self._sub(1, x, lambda h: self.cross_attn(h, memory, memory_mask, need_weights=need_weights))
+        x, _ = self._sub(len(self.norms) - 1, x, lambda h: (self.ff(h), None))
+        return x, weights
+
+
+class TransformerSeq2Seq(Seq2SeqBase):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.emb_dim != cfg.hidden:
+            raise ValueError(f"transformer: model.emb_dim ({cfg.emb_dim}) must equal model.hidden ({cfg.hidden})")
+        self.cfg = cfg
+        d = cfg.hidden
+        self.src_embed = nn.Embedding(cfg.src_vocab, d, padding_idx=PAD)
+        self.tgt_embed = nn.Embedding(cfg.tgt_vocab, d, padding_idx=PAD)
+        if cfg.tie_embeddings and cfg.src_vocab == cfg.tgt_vocab:
+            self.tgt_embed.weight = self.src_embed.weight  # joint vocabulary: one table for both sides
+        if cfg.positions == "learned":
+            self.src_pos = nn.Embedding(cfg.max_positions, d)
+            self.tgt_pos = nn.Embedding(cfg.max_positions, d)
+        else:
+            pos = torch.arange(cfg.max_positions).unsqueeze(1)
+            div = torch.exp(torch.arange(0, d, 2) * (-math.log(10000.0) / d))
+            table = torch.zeros(cfg.max_positions, d)
+            table[:, 0::2], table[:, 1::2] = torch.sin(pos * div), torch.cos(pos * div)
+            self.register_buffer("sinusoid", table, persistent=False)
+        self.encoder = nn.ModuleList(Layer(cfg, cross=False) for _ in range(cfg.enc_layers))
+        self.decoder = nn.ModuleList(Layer(cfg, cross=True) for _ in range(cfg.dec_layers))
+        self.enc_norm = nn.LayerNorm(d) if cfg.norm == "pre" else nn.Identity()
+        self.dec_norm = nn.LayerNorm(d) if cfg.norm == "pre" else nn.Identity()
+        self.out = nn.Linear(d, cfg.tgt_vocab)
+        self.dropout = nn.Dropout(cfg.dropout)
+        for name, p in self.named_parameters():
+            if p.dim() > 1 and "embed" not in name:
+                nn.init.xavier_uniform_(p)
+        for table in (self.src_embed, self.tgt_embed):
+            nn.init.normal_(table.weight, std=d ** -0.5)
+            with torch.no_grad():
+                table.weight[PAD].zero_()
+        if cfg.tie_embeddings:
+            self.out.weight = self.tgt_embed.weight  # output projection = target embeddings
+
+    def _embed(self, tokens: Tensor, table: nn.Embedding, side: str) -> Tensor:
+        if tokens.size(1) > self.cfg.max_positions:
+            raise ValueError(f"sequence of {tokens.size(1)} tokens exceeds model.max_positions")
+        positions = (getattr(self, f"{side}_pos").weight if self.cfg.positions == "learned"
+                     else self.sinusoid)[: tokens.size(1)]
+        return self.dropout(table(tokens) * math.sqrt(self.cfg.hidden) + positions)
+
+    def encode(self, src: Tensor, src_len: Tensor) -> dict:
+        mask = src != PAD
+        x = self._embed(src, self.src_embed, "src")
+        for layer in self.encoder:
+            x, _ = layer(x, mask)
+        return {"memory": self.enc_norm(x), "mask": mask}
+
+    def _decode(self, tgt_in: Tensor, memory: dict, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        x = self._embed(tgt_in, self.tgt_embed, "tgt")
+        weights = None
+        for i, layer in enumerate(self.decoder):
+            last = i == len(self.decoder) - 1
+            x, w = layer(x, None, memory["memory"], memory["mask"], need_weights=need_weights and last)
+            weights = w if last else weights
+        return self.out(self.dec_norm(x)), weights
+
+    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
+        return self._decode(tgt_in, self.encode(src, src_len))
+
+    def start(self, memory: dict) -> dict:
+        return {"prefix": memory["memory"].new_zeros((memory["memory"].size(0), 0), dtype=torch.long)}
+
+    def step(self, y_prev: Tensor, state: dict, memory: dict) -> tuple[Tensor, dict, Tensor | None]:
+        # the prefix is re-decoded each step: simple, and cheap for sentence-length outputs
+        prefix = torch.cat([state["prefix"], y_prev.unsqueeze(1)], 1)
+        logits, weights = self._decode(prefix, memory, need_weights=not self.training)
+        return logits[:, -1], {"prefix": prefix}, (weights[:, -1] if weights is not None else None)
