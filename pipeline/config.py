@@ -177,6 +177,7 @@ class Train(Section):
     embeddings: Literal["pretrained", "random"] = "pretrained"
     freeze_embeddings: bool = False
     epochs: PositiveInt = 6
+    max_minutes: Annotated[float, Field(gt=0.0)] | None = None  # training time budget; stops after the step
     lr: Annotated[float, Field(gt=0.0)] = 2e-3
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     scheduler: Literal["constant", "noam", "cosine"] = "constant"

@@ -158,7 +158,8 @@ def valid_bleu(model: Seq2SeqBase, data: Pairs, paths: Paths, max_tokens: int, d
 
 
 def _build_model(params: Params, paths: Paths, meta: dict) -> Seq2SeqBase:
-    model = build_model(ModelConfig(meta["src_vocab"], meta["tgt_vocab"], **params.model.model_dump()))
+    model = build_model(ModelConfig(meta["src_vocab"], meta["tgt_vocab"], **params.model.model_dump(),
+                                    joint_vocab=params.tokenize.joint))
     if params.train.embeddings == "pretrained":
         files = [paths.embeddings / "src.npy", paths.embeddings / "tgt.npy"]
         for f in files:
@@ -300,6 +301,9 @@ def run(params: Params, paths: Paths) -> dict:
                     state["train_seconds"] += time.perf_counter() - tic
                     tic = time.perf_counter()
                     checkpoint(batch=i + 1)
+                if cfg.max_minutes and state["train_seconds"] + time.perf_counter() - tic > 60 * cfg.max_minutes:
+                    state["out_of_time"] = True
+                    break
             state["train_seconds"] += time.perf_counter() - tic
 
             train_loss = state["epoch_loss"] / max(state["epoch_tokens"], 1)
@@ -323,6 +327,9 @@ def run(params: Params, paths: Paths) -> dict:
                 save_model(best, model, {"epoch": epoch + 1})
             checkpoint(epoch=epoch + 1, batch=0, epoch_loss=0.0, epoch_tokens=0,
                        best=score if improved else state["best"], stale=0 if improved else state["stale"] + 1)
+            if state.get("out_of_time"):
+                log.info("time budget of %s minutes used: stopping after epoch %d", cfg.max_minutes, epoch + 1)
+                break
             if cfg.early_stopping and state["stale"] >= cfg.early_stopping:
                 log.info("early stopping: no better valid %s for %d epoch(s)", cfg.early_stopping_metric,
                          state["stale"])

@@ -68,9 +68,10 @@ class Translator:
                 kept = strip_ids(hyp)
                 weights = None
                 if attn is not None:
+                    n = min(len(kept) + 1, attn.size(1))  # with </s>, unless the length limit cut it off
                     weights = {"source": [self.src_tok.id_to_token(t) for t in ids[i]],
-                               "target": [self.tgt_tok.id_to_token(t) for t in [*kept, EOS]],
-                               "weights": attn[row, : len(kept) + 1, : len(ids[i])].float().cpu().numpy()}
+                               "target": [self.tgt_tok.id_to_token(t) for t in hyp[:n]],
+                               "weights": attn[row, :n, : len(ids[i])].float().cpu().numpy()}
                 out[i] = (self.tgt_tok.decode(kept), weights)
         return out
 

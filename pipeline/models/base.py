@@ -43,6 +43,7 @@ class ModelConfig:
     norm: str = "pre"  # pre | post
     tie_embeddings: bool = False  # decoder input = output embedding (and the encoder's, with a joint vocab)
     max_positions: int = 512
+    joint_vocab: bool = False  # source and target share one tokenizer
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -91,7 +91,7 @@ class TransformerSeq2Seq(Seq2SeqBase):
         d = cfg.hidden
         self.src_embed = nn.Embedding(cfg.src_vocab, d, padding_idx=PAD)
         self.tgt_embed = nn.Embedding(cfg.tgt_vocab, d, padding_idx=PAD)
-        if cfg.tie_embeddings and cfg.src_vocab == cfg.tgt_vocab:
+        if cfg.tie_embeddings and cfg.joint_vocab:
             self.tgt_embed.weight = self.src_embed.weight  # joint vocabulary: one table for both sides
         if cfg.positions == "learned":
             self.src_pos = nn.Embedding(cfg.max_positions, d)
