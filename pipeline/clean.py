@@ -69,6 +69,21 @@ def script_ratio(text: str, lang: str) -> float | None:
     return len(re.findall(f"[{SCRIPTS[lang]}]", text)) / letters if letters else 1.0
 
 
+_KIWI = None
+
+
+def korean_morphemes(text: str) -> str:
+    """Korean split into morphemes with kiwipiepy: '책을 읽었다' -> '책 을 읽 었 다'."""
+    global _KIWI
+    if _KIWI is None:  # one analyser per process (pool workers included); it loads a model
+        try:
+            from kiwipiepy import Kiwi
+        except ImportError:
+            raise PipelineError("clean.korean_morphemes needs kiwipiepy: pip install -e '.[korean]'") from None
+        _KIWI = Kiwi()
+    return " ".join(token.form for token in _KIWI.tokenize(text))
+
+
 def check_pair(src: str, tgt: str, cfg: Clean, langs: tuple[str, str] = ("", "")) -> tuple[str, str, str | None]:
     """Normalise one pair; return it with the name of the filter that rejects it, or None."""
     src, tgt = normalise(src, cfg.normalize), normalise(tgt, cfg.normalize)
@@ -88,6 +103,8 @@ def check_pair(src: str, tgt: str, cfg: Clean, langs: tuple[str, str] = ("", "")
             ratio = script_ratio(text, lang)
             if ratio is not None and ratio < cfg.min_script_ratio:
                 return src, tgt, "wrong_script"
+    if cfg.korean_morphemes:  # after the word-count filters, which should count words, not morphemes
+        src = korean_morphemes(src)
     return src, tgt, None
 
 

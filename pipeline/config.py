@@ -96,6 +96,7 @@ class Clean(Section):
     max_words: PositiveInt = 80
     max_ratio: Annotated[float, Field(ge=1.0)] = 3.0  # longer/shorter side, in words
     min_script_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.4  # letters in the language's script; 0 = off
+    korean_morphemes: bool = False  # split a Korean source into morphemes (kiwipiepy) before subwords
     valid_fraction: Fraction = 0.05  # used only when the corpus has no valid split
     test_fraction: Fraction = 0.05
     seed: int = 1
@@ -220,6 +221,8 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _embedding_sizes_agree(self) -> Params:
+        if self.clean.korean_morphemes and self.data.src != "ko":
+            raise ValueError("clean.korean_morphemes applies to a Korean source only (data.src: ko)")
         if self.train.embeddings == "pretrained":
             if self.embed.method == "none":
                 raise ValueError("train.embeddings is 'pretrained' but embed.method is 'none'")

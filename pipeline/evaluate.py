@@ -68,7 +68,7 @@ def run(params: Params, paths: Paths) -> dict:
     hypotheses: list[str] = []
     with torch.inference_mode():
         for start in tqdm(range(0, len(sources), CHUNK), desc="translate test", unit="chunk", disable=None):
-            hypotheses += translator.translate(sources[start:start + CHUNK])
+            hypotheses += translator.translate(sources[start:start + CHUNK], preprocessed=True)
     bleu_metric = sacrebleu.BLEU()
     bleu = bleu_metric.corpus_score(hypotheses, [references])
     chrf = sacrebleu.CHRF().corpus_score(hypotheses, [references])
@@ -97,7 +97,8 @@ def run(params: Params, paths: Paths) -> dict:
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics({"bleu": bleu.score, "chrf": chrf.score, "bleu_lowercase": lower.score})
             mlflow.log_artifact(str(paths.reports / "samples.tsv"))
-            for i, (_, attention) in enumerate(translator.translate_with_attention(sources[: cfg.heatmaps])):
+            shown = translator.translate_with_attention(sources[: cfg.heatmaps], preprocessed=True)
+            for i, (_, attention) in enumerate(shown):
                 if attention is not None:
                     mlflow.log_figure(heatmap(attention), f"attention/test-{i:02d}.png")
     log.info("test BLEU %.2f, chrF %.2f on %d pairs", bleu.score, chrf.score, len(sources))

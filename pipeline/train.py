@@ -345,7 +345,8 @@ def run(params: Params, paths: Paths) -> dict:
         if rank == 0:
             model.load_state_dict(torch.load(best, map_location=device, weights_only=True)["state_dict"])
             extra = {"src_lang": params.data.src, "tgt_lang": params.data.tgt, "epoch": best_row["epoch"],
-                     "run_id": state["run_id"], "normalize": params.clean.normalize, "max_len": params.build.max_len}
+                     "run_id": state["run_id"], "normalize": params.clean.normalize, "max_len": params.build.max_len,
+                     "korean_morphemes": params.clean.korean_morphemes}
             save_model(paths.model / "model.pt", model, extra)
             write_json(paths.metrics / "train.json", metrics)
             assert mlflow is not None

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from pipeline.clean import normalise
+from pipeline.clean import korean_morphemes, normalise
 from pipeline.common import PipelineError, setup_logging
 from pipeline.config import Paths
 from pipeline.data import Pairs, token_batches
@@ -29,11 +29,12 @@ log = logging.getLogger(__name__)
 
 class Translator:
     def __init__(self, model: Seq2SeqBase, src_tok: Tokenizer, tgt_tok: Tokenizer, *, normalize: str = "NFKC",
-                 max_src_len: int = 128, max_len_a: float = 1.5, max_len_b: int = 10, max_tokens: int = 6000,
+                 korean_morphemes: bool = False, max_src_len: int = 128, max_len_a: float = 1.5,
+                 max_len_b: int = 10, max_tokens: int = 6000,
                  beam_size: int = 1, length_penalty: float = 1.0):
         self.model, self.src_tok, self.tgt_tok = model.eval(), src_tok, tgt_tok
         self.device = next(model.parameters()).device
-        self.normalize, self.max_src_len = normalize, max_src_len
+        self.normalize, self.korean_morphemes, self.max_src_len = normalize, korean_morphemes, max_src_len
         self.max_len_a, self.max_len_b, self.max_tokens = max_len_a, max_len_b, max_tokens
         self.beam_size, self.length_penalty = beam_size, length_penalty
 
@@ -42,16 +43,25 @@ class Translator:
         model, blob = load_model(paths.model / "model.pt", device)
         src_tok, tgt_tok = load_tokenizers(paths)
         return cls(model, src_tok, tgt_tok, normalize=blob.get("normalize", "NFKC"),
-                   max_src_len=blob.get("max_len", 128), **kwargs)
+                   korean_morphemes=blob.get("korean_morphemes", False), max_src_len=blob.get("max_len", 128),
+                   **kwargs)
 
-    def translate(self, sentences: list[str]) -> list[str]:
-        return [text for text, _ in self.translate_with_attention(sentences)]
+    def preprocess(self, sentence: str) -> str:
+        """What the clean stage did to training sources: normalisation, and morphemes when trained so."""
+        text = normalise(sentence, self.normalize)
+        return korean_morphemes(text) if self.korean_morphemes else text
 
-    def translate_with_attention(self, sentences: list[str]) -> list[tuple[str, dict | None]]:
-        """Translations, each with its attention: {"source": tokens, "target": tokens, "weights": [T, S]}."""
+    def translate(self, sentences: list[str], preprocessed: bool = False) -> list[str]:
+        return [text for text, _ in self.translate_with_attention(sentences, preprocessed)]
+
+    def translate_with_attention(self, sentences: list[str], preprocessed: bool = False
+                                 ) -> list[tuple[str, dict | None]]:
+        """Translations, each with its attention: {"source": tokens, "target": tokens, "weights": [T, S]}.
+
+        ``preprocessed``: the sentences come from the clean stage already (the evaluate stage)."""
         if not sentences:
             return []
-        texts = [normalise(s, self.normalize) for s in sentences]
+        texts = sentences if preprocessed else [self.preprocess(s) for s in sentences]
         ids = [[*enc.ids[: self.max_src_len - 1], EOS] for enc in self.src_tok.encode_batch_fast(texts)]
         lengths = np.array([len(x) for x in ids], dtype=np.int32)
         # a placeholder target of length 1 lets Pairs pad the sources

@@ -76,3 +76,17 @@ def test_everything_filtered_is_an_error_and_leaves_nothing(tmp_path):
         clean.run(params, paths)
     assert not paths.clean.exists()
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["raw"]
+
+
+def test_korean_morphemes_split_the_source_only(tmp_path):
+    pairs = [(f"나는 어제 도서관에서 책을 {i}권 읽었다", f"I read {i} books at the library") for i in range(200)]
+    params, paths = _raw(tmp_path, pairs, korean_morphemes=True)
+    clean.run(params, paths)
+    first = (paths.clean / "train.ko").read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith("나 는 어제 도서관 에서 책 을") and first.endswith("읽 었 다")
+    assert (paths.clean / "train.en").read_text().splitlines()[0].startswith("I read")
+
+
+def test_korean_morphemes_need_a_korean_source(tmp_path):
+    with pytest.raises(PipelineError, match="Korean source only"):
+        load_params(write_params(tmp_path, {"data": {"src": "en", "tgt": "ko"}, "clean": {"korean_morphemes": True}}))

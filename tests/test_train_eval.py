@@ -142,3 +142,13 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tiny_pro
     for a, b in zip(one["history"], two["history"], strict=True):
         assert a["valid_loss"] == pytest.approx(b["valid_loss"], abs=1e-3)
     assert json.loads((ddp.metrics / "train.json").read_text())["steps"] == one["step"]
+
+
+def test_translator_repeats_the_training_preprocessing(trained):
+    from pipeline.translate import Translator
+
+    _, paths, _ = trained
+    translator = Translator.from_paths(paths)
+    assert translator.preprocess("ＡＢ  책을\u200b 읽었다") == "AB 책을 읽었다"
+    translator.korean_morphemes = True  # as for a model trained with clean.korean_morphemes
+    assert translator.preprocess("책을 읽었다") == "책 을 읽 었 다"
