@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import itertools
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -101,8 +102,6 @@ def _dig(row: dict, path: str, name: str) -> str:
 
 
 def _hf_splits(data: Data, out: Path) -> dict:
-    import os
-
     if data.offline:
         os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
     from datasets import get_dataset_split_names, load_dataset

@@ -8,6 +8,7 @@ the scores and samples to the training's MLflow run.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 
@@ -26,6 +27,16 @@ log = logging.getLogger(__name__)
 CHUNK = 2000  # sentences per progress step
 
 
+@functools.cache
+def _cjk_font() -> list[str]:
+    """DejaVu has no Hangul/CJK glyphs: a font that has them, when one is installed."""
+    from matplotlib import font_manager
+
+    names = {f.name for f in font_manager.fontManager.ttflist
+             if any(k in f.name for k in ("CJK", "Nanum", "Noto Sans KR", "Malgun", "AppleGothic", "Source Han"))}
+    return sorted(names)[:1]
+
+
 def heatmap(attention: dict):
     """Source x target attention weights as a figure."""
     import warnings
@@ -34,12 +45,8 @@ def heatmap(attention: dict):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib import font_manager
 
-    # DejaVu has no Hangul/CJK glyphs: fall back to a font that has them, when one is installed
-    cjk = [f.name for f in font_manager.fontManager.ttflist
-           if any(k in f.name for k in ("CJK", "Nanum", "Noto Sans KR", "Malgun", "AppleGothic", "Source Han"))]
-    plt.rcParams["font.family"] = [*sorted(set(cjk))[:1], "DejaVu Sans"]
+    plt.rcParams["font.family"] = [*_cjk_font(), "DejaVu Sans"]
     warnings.filterwarnings("ignore", message="Glyph .* missing from font")
     weights = attention["weights"]
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * weights.shape[1] + 2), max(3, 0.4 * weights.shape[0] + 1.5)))

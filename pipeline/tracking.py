@@ -71,5 +71,6 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def run_tags(root: Path) -> dict[str, str]:
-    return {"git_commit": git_commit(root), "mlflow.source.git.commit": git_commit(root).split("-")[0],
+    commit = git_commit(root)
+    return {"git_commit": commit, "mlflow.source.git.commit": commit.split("-")[0],
             "dvc_data_hash": dvc_data_hash(root)}

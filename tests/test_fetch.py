@@ -29,6 +29,12 @@ def _snapshot(paths):
     return {p.name: p.read_bytes() for p in sorted(paths.raw.iterdir())}
 
 
+def _archive_project(root, archive):
+    """A custom corpus whose two sides are the *.ko and *.en members of one archive."""
+    files = {side: {"url": str(archive), "member": f"*.{lang}"} for side, lang in (("src", "ko"), ("tgt", "en"))}
+    return _project(root, {"corpus": "custom", "custom": {"train": files}})
+
+
 def _good_raw(root):
     params, paths = _project(root, {"sample_pairs": 50})
     download.run(params, paths)
@@ -130,9 +136,7 @@ def test_bad_checksum_from_http_is_not_cached(tmp_path, http_server):
 def test_archive_with_path_traversal_is_refused(tmp_path, member):
     before = _good_raw(tmp_path)
     (tmp_path / "bad.tar.gz").write_bytes(_tar_gz({"data/train.ko": "안녕\n".encode(), member: b"hello\n"}))
-    files = {"src": {"url": str(tmp_path / "bad.tar.gz"), "member": "*.ko"},
-             "tgt": {"url": str(tmp_path / "bad.tar.gz"), "member": "*.en"}}
-    params, paths = _project(tmp_path, {"corpus": "custom", "custom": {"train": files}})
+    params, paths = _archive_project(tmp_path, tmp_path / "bad.tar.gz")
     with pytest.raises(PipelineError, match="unsafe archive member"):
         download.run(params, paths)
     assert _snapshot(paths) == before
@@ -142,9 +146,7 @@ def test_truncated_archive(tmp_path):
     before = _good_raw(tmp_path)
     blob = _tar_gz({"train.ko": ("가나다\n" * 20000).encode(), "train.en": b"abc\n" * 20000})
     (tmp_path / "cut.tar.gz").write_bytes(blob[: len(blob) // 2])
-    files = {"src": {"url": str(tmp_path / "cut.tar.gz"), "member": "*.ko"},
-             "tgt": {"url": str(tmp_path / "cut.tar.gz"), "member": "*.en"}}
-    params, paths = _project(tmp_path, {"corpus": "custom", "custom": {"train": files}})
+    params, paths = _archive_project(tmp_path, tmp_path / "cut.tar.gz")
     with pytest.raises(PipelineError, match="truncated or corrupt"):
         download.run(params, paths)
     assert _snapshot(paths) == before
