@@ -4,6 +4,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .PHONY: help install pipeline repro test lint ui serve clean-outputs
 
@@ -25,8 +26,8 @@ $(STAMP): pyproject.toml
 pipeline: $(STAMP)  ## run the whole pipeline (Prefect flow over the DVC stages); CORPUS=multi30k switches corpus
 	$(PY) -m flows.pipeline $(if $(CORPUS),--corpus $(CORPUS))
 
-repro: $(STAMP)  ## the same stages through plain `dvc repro`
-	$(VENV)/bin/dvc repro
+repro: $(STAMP)  ## the same stages through `dvc repro` (a failure ends with one line)
+	$(PY) -m flows.dvc
 
 test: $(STAMP)  ## lint, then the test suite
 	$(VENV)/bin/ruff check .

@@ -29,6 +29,7 @@ import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+MODULES = {"tokenize": "tokenizer"}  # stage -> module (pipeline/tokenize.py would shadow the standard library)
 SHARED = ROOT.parent / "shared" / "corpora" / "multi30k"
 sys.path.insert(0, str(ROOT))
 
@@ -69,7 +70,8 @@ def make_corpus(raw: Path, pairs: int, seed: int = 0) -> None:
 def run_stage(stage: str, root: Path) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes, summed over the process and its children)."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", f"pipeline.{stage}", "--root", str(root), "--params",
+    module = f"pipeline.{MODULES.get(stage, stage)}"
+    proc = subprocess.Popen([sys.executable, "-m", module, "--root", str(root), "--params",
                              str(root / "params.yaml")], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     peak = 0

@@ -28,8 +28,9 @@ SHARED = ROOT.parent / "shared" / "corpora"
 sys.path.insert(0, str(ROOT))
 
 from pipeline import build, clean, download, embed, evaluate, tokenize, train  # noqa: E402
+from pipeline.checkpoint import load_model  # noqa: E402
 from pipeline.common import setup_logging  # noqa: E402
-from pipeline.config import Paths, load_params  # noqa: E402
+from pipeline.config import Paths, load_params, merged  # noqa: E402
 
 SETTINGS = {  # what each architecture trains with; everything else is params.yaml's default
     "rnn": {"tokenize": {"vocab_size": 6000, "joint": False},
@@ -37,8 +38,9 @@ SETTINGS = {  # what each architecture trains with; everything else is params.ya
             "train": {"lr": 0.002, "scheduler": "cosine", "warmup_steps": 100, "label_smoothing": 0.1}},
     "transformer": {"tokenize": {"vocab_size": 8000, "joint": True},
                     "embed": {"dim": 256},
-                    "model": {"arch": "transformer", "emb_dim": 256, "hidden": 256, "heads": 4, "ff_dim": 1024,
-                              "enc_layers": 3, "dec_layers": 3, "dropout": 0.1, "tie_embeddings": True},
+                    "model": {"arch": "transformer", "emb_dim": 256, "hidden": 256, "dropout": 0.1,
+                              "transformer": {"heads": 4, "ff_dim": 1024, "enc_layers": 3, "dec_layers": 3,
+                                              "tie_embeddings": True}},
                     "train": {"lr": 0.001, "scheduler": "noam", "warmup_steps": 500, "label_smoothing": 0.1,
                               "embeddings": "random"}},
 }
@@ -62,9 +64,7 @@ def main() -> None:
                  "train": {"epochs": args.epochs, "max_minutes": args.minutes, "experiment": "bench-multi30k",
                            "checkpoint_every": 1000},
                  "evaluate": {"beam_size": args.beam}}
-    for source in (SETTINGS[args.arch], overrides):
-        for section, values in source.items():
-            params[section] = {**params[section], **values}
+    params = merged(merged(params, SETTINGS[args.arch]), overrides)
     (root / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     p, paths = load_params(root / "params.yaml"), Paths(root)
 
@@ -81,7 +81,7 @@ def main() -> None:
     for row in history:
         print(f"{row['epoch']:5d} {row['step']:5d}  {row['train_loss']:10.4f}  {row['valid_loss']:10.4f}  "
               f"{row['valid_ppl']:9.2f}  {row['lr']:.2e}")
-    params_count = sum(t.numel() for t in train.load_model(paths.model / "model.pt")[0].parameters())  # tied: once
+    params_count = sum(t.numel() for t in load_model(paths.model / "model.pt")[0].parameters())  # tied: once
     summary = {"arch": args.arch, "parameters": params_count, "epochs": trained["epochs"],
                "best_epoch": trained["best_epoch"], "train_tokens_per_sec": trained["train_tokens_per_sec"],
                "bleu_cased": scores["bleu"], "bleu_lowercase": scores["bleu_lowercase"], "chrf": scores["chrf"],

@@ -33,8 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.config import Tokenize  # noqa: E402
 from pipeline.data import Pairs, token_batches  # noqa: E402
-from pipeline.models import ModelConfig, build_model  # noqa: E402
-from pipeline.tokenize import BOS, EOS, PAD, train_tokenizer  # noqa: E402
+from pipeline.models import build_model  # noqa: E402
+from pipeline.tokenizer import train_tokenizer  # noqa: E402
+from pipeline.vocab import BOS, EOS, PAD  # noqa: E402
 
 
 class NaiveBahdanau(nn.Module):
@@ -131,7 +132,8 @@ def main() -> None:
 
         return step
 
-    rnn = build_model(ModelConfig(sv, tv, emb_dim=128, hidden=256))
+    rnn = build_model("rnn", src_vocab=sv, tgt_vocab=tv, emb_dim=128, hidden=256, dropout=0.1, cell="gru",
+                      layers=1, bidirectional=True, attention="bahdanau", input_feeding=True)
     ours = measure(trainer(rnn, lambda b: ours_loss(rnn, b)),
                    ours_batches, pairs, args.steps)
     naive = NaiveBahdanau(sv, tv, 128, 256)
@@ -139,7 +141,9 @@ def main() -> None:
     print(f"GRU + Bahdanau   ours {ours:8,.0f} tok/s   naive reference {ref:8,.0f} tok/s   ratio {ours / ref:.2f}x "
           "(target >= 2x)")
 
-    tf = build_model(ModelConfig(sv, tv, arch="transformer", emb_dim=256, hidden=256, heads=4, ff_dim=1024))
+    tf = build_model("transformer", src_vocab=sv, tgt_vocab=tv, hidden=256, dropout=0.1, heads=4, ff_dim=1024,
+                     enc_layers=3, dec_layers=3, positions="sinusoidal", norm="pre", tie_embeddings=False,
+                     max_positions=512, joint_vocab=False)
     ours_tf = measure(trainer(tf, lambda b: ours_loss(tf, b)),
                       ours_batches, pairs, args.steps)
     rand_tf = measure(trainer(tf, lambda b: ours_loss(tf, b)),

@@ -1,8 +1,15 @@
 """Prefect flow: run the DVC stages of ``dvc.yaml`` in graph order, one Prefect task per stage.
 
-DVC decides what is stale and records ``dvc.lock``; Prefect adds ordering, retries (on
-``download``), logs and schedules. So ``make pipeline``, a scheduled run and ``dvc repro`` share
-the same lock file and cache: whatever one of them built, the others reuse.
+DVC decides what is stale and records ``dvc.lock``; Prefect adds ordering, retries, logs and
+schedules. So ``make pipeline``, a scheduled run and ``dvc repro`` share the same lock file and
+cache: whatever one of them built, the others reuse.
+
+* Each stage's output goes to the Prefect run log (and so to the console and the Prefect UI).
+* A failed stage ends the flow with one line naming the stage and the cause; its previous outputs
+  and dvc.lock stay as they were (see dvc.yaml). Prefect retries a stage only when the stage says a
+  retry may help (exit status 75: a network error or a server's 5xx), once, after
+  ``$NMT_RETRY_DELAY`` seconds (default 30); never a 404, a checksum mismatch or bad params.
+* One run at a time per project: a second one stops at once with one line.
 
     python -m flows.pipeline                        # run once (ephemeral Prefect, no server)
     python -m flows.pipeline --force                # rerun every stage
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -23,81 +31,117 @@ from pathlib import Path
 
 import networkx as nx
 from prefect import flow, get_run_logger, task
+from prefect.states import Failed
 
-RETRIES = {"download": 3}
+from flows.dvc import lock_entry, repro
 
 
-@contextlib.contextmanager
-def _inside(root: str | Path) -> Iterator[None]:
-    """DVC resolves stage targets and paths against the working directory."""
-    previous = Path.cwd()
-    os.chdir(root)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
+class StageFailed(Exception):
+    def __init__(self, line: str, transient: bool):
+        super().__init__(line)
+        self.transient = transient
+
+
+class _NoEmptyTraceback(logging.Filter):
+    """Prefect logs a failed task "with exc_info" even when it failed by returning a state, which prints
+    a bare ``NoneType: None``; the stage's own line already says everything."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info is not None and record.exc_info[0] is None:
+            record.exc_info = None
+        return True
 
 
 def stage_order(root: Path) -> list[str]:
     """The stages of dvc.yaml, dependencies first."""
     from dvc.repo import Repo
 
-    with _inside(root), Repo(".") as repo:
+    with Repo(str(root)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         return [stage.name for stage in reversed(list(nx.topological_sort(graph)))]
 
 
-@task
-def run_stage(name: str, root: str, force: bool = False) -> dict:
-    """Reproduce one DVC stage if it is stale; report whether it ran."""
-    from dvc.repo import Repo
+def _transient(task, task_run, state) -> bool:
+    return isinstance(state.data, StageFailed) and state.data.transient
 
+
+@task(retries=1, retry_delay_seconds=float(os.environ.get("NMT_RETRY_DELAY", 30)), retry_condition_fn=_transient)
+def run_stage(name: str, root: str, force: bool = False):
+    """Reproduce one DVC stage if it is stale; report whether it ran."""
     logger = get_run_logger()
-    logging.getLogger("dvc").propagate = False  # DVC prints its own lines; don't log them twice
     start = time.perf_counter()
-    with _inside(root), Repo(".") as repo:
-        ran = repo.reproduce(name, single_item=True, force=force)
-    seconds = time.perf_counter() - start
-    status = "ran" if ran else "cached"
+    before = lock_entry(Path(root), name)
+    outcome = repro(Path(root), [name], single_item=True, force=force, on_line=logger.info)
+    seconds = round(time.perf_counter() - start, 1)
+    if outcome.error:
+        return Failed(message=outcome.error, data=StageFailed(outcome.error, outcome.transient))
+    status = "cached"
+    if name in outcome.ran:  # "unchanged": it ran (download looks upstream every time) and made the same outputs
+        status = "unchanged" if before and before == lock_entry(Path(root), name) else "ran"
     logger.info("stage %s: %s (%.1fs)", name, status, seconds)
-    return {"stage": name, "status": status, "seconds": round(seconds, 1)}
+    return {"stage": name, "status": status, "seconds": seconds}
+
+
+@contextlib.contextmanager
+def one_run_at_a_time(root: Path) -> Iterator[None]:
+    """Hold the project's run lock; a second run stops at once instead of interleaving its stages."""
+    lock_file = root / ".dvc" / "tmp" / "pipeline.lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise StageFailed(f"error: pipeline: another run ({holder}) is working on this project; "
+                              "wait for it to finish", transient=False) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        yield
+
+
+def summary_markdown(summary: dict) -> str:
+    rows = "\n".join(f"| {s['stage']} | {s['status']} | {s['seconds']:.1f} |" for s in summary["stages"])
+    scores = (f"**BLEU {summary['bleu']:.2f}, chrF {summary['chrf']:.2f}**" if "bleu" in summary
+              else f"**failed**: {summary.get('error', '')}")
+    return f"# NMT pipeline\n\n{scores}\n\n| stage | status | seconds |\n|---|---|---:|\n{rows}\n"
 
 
 @flow(name="nmt-pipeline")
-def nmt_pipeline(root: str = ".", force: bool = False) -> dict:
+def nmt_pipeline(root: str = ".", force: bool = False):
     """Run the whole NMT pipeline through DVC and return a summary."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from pipeline.common import PipelineError
     from pipeline.config import Paths, load_params
     from pipeline.tracking import tracking_uri
 
+    logging.getLogger("prefect.task_runs").addFilter(_NoEmptyTraceback())
     logger = get_run_logger()
-    load_params(Path(root) / "params.yaml")  # fail before any stage runs on a bad params file
-    # DVC runs each stage as `python -m ...`: make that the interpreter running this flow
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    stages = []
-    for name in stage_order(Path(root)):
-        options = {"name": name, "retries": RETRIES.get(name, 0), "retry_delay_seconds": 5}
-        stages.append(run_stage.with_options(**options)(name, root, force))
     paths = Paths(Path(root))
+    summary: dict = {"stages": [], "mlflow": tracking_uri(paths.root)}
+    try:
+        load_params(paths.root / "params.yaml")  # fail before any stage runs on a bad params file
+        with one_run_at_a_time(paths.root):
+            for name in stage_order(paths.root):
+                state = run_stage.with_options(name=name)(name, root, force, return_state=True)
+                if state.is_failed():
+                    raise StageFailed(state.message or f"error: {name}: failed", transient=False)
+                summary["stages"].append(state.result())
+    except (PipelineError, StageFailed) as exc:
+        line = str(exc) if isinstance(exc, StageFailed) else f"error: params: {exc}"
+        summary["error"] = line
+        create_markdown_artifact(summary_markdown(summary), key="nmt-pipeline-summary")
+        return Failed(message=line, data=PipelineError(line))
     metrics = json.loads((paths.metrics / "eval.json").read_text())
-    summary = {"stages": stages, "bleu": metrics["bleu"], "chrf": metrics["chrf"],
-               "model": str(paths.model / "model.pt"), "mlflow": tracking_uri(paths.root)}
-    ran = [s["stage"] for s in stages if s["status"] == "ran"]
+    summary |= {"bleu": metrics["bleu"], "chrf": metrics["chrf"], "model": str(paths.model / "model.pt")}
+    ran = [s["stage"] for s in summary["stages"] if s["status"] == "ran"]
     logger.info("ran: %s; cached: %d stage(s); BLEU %.2f, chrF %.2f; model %s", ", ".join(ran) or "nothing",
-                len(stages) - len(ran), summary["bleu"], summary["chrf"], summary["model"])
+                len(summary["stages"]) - len(ran), summary["bleu"], summary["chrf"], summary["model"])
+    create_markdown_artifact(summary_markdown(summary), key="nmt-pipeline-summary")
     return summary
-
-
-def switch_corpus(params_file: Path, corpus: str) -> None:
-    from pipeline.config import load_params, set_params
-    from pipeline.corpora.registry import CORPORA
-
-    data = load_params(params_file).data
-    updates: dict = {"data.corpus": corpus}
-    if corpus in CORPORA and {data.src, data.tgt} != set(CORPORA[corpus].languages):
-        updates |= dict(zip(("data.src", "data.tgt"), CORPORA[corpus].languages, strict=True))
-    elif corpus == "sample-ko-en":
-        updates |= {"data.src": "ko", "data.tgt": "en"}
-    set_params(params_file, updates)
 
 
 def print_summary(summary: dict) -> None:
@@ -131,15 +175,20 @@ def main(argv: list[str] | None = None) -> None:
                            parameters={"root": str(Path(args.root).resolve())})
         return
     from pipeline.common import PipelineError
+    from pipeline.config import switch_corpus
 
     try:
         if args.corpus:
             switch_corpus(Path(args.root) / "params.yaml", args.corpus)
-        summary = nmt_pipeline(root=args.root, force=args.force)
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: params: {exc}", file=sys.stderr)
         sys.exit(1)
-    print_summary(summary)
+    state = nmt_pipeline(root=args.root, force=args.force, return_state=True)
+    logging.getLogger("prefect").setLevel(logging.WARNING)  # its "stopping temporary server" would come last
+    if state.is_failed():
+        print(state.message, file=sys.stderr)
+        sys.exit(1)
+    print_summary(state.result())
 
 
 if __name__ == "__main__":

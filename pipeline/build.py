@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from pipeline.clean import SPLITS
-from pipeline.common import PipelineError, atomic_dir, atomic_file, stage_main, write_json
-from pipeline.config import Params, Paths
+from pipeline.cli import stage_main
+from pipeline.common import PipelineError, stage_outputs, write_json
+from pipeline.config import SPLITS, Params, Paths
 from pipeline.data import padding_ratio, token_batches
-from pipeline.tokenize import BOS, EOS, load_tokenizers
+from pipeline.vocab import BOS, EOS, load_tokenizers
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,11 @@ def encode_file(tok: Tokenizer, path: Path, prefix: list[int], suffix: list[int]
 def run(params: Params, paths: Paths) -> dict:
     """Encode data/clean/* into data/dataset/<split>/bucket-*.npz."""
     cfg = params.build
-    src_tok, tgt_tok = load_tokenizers(paths)
+    src_tok, tgt_tok = load_tokenizers(paths.tokenizer)
     bounds = [b for b in cfg.buckets if b < cfg.max_len] + [cfg.max_len]
     report: dict = {"max_len": cfg.max_len, "buckets": bounds, "splits": {}}
-    with atomic_dir(paths.dataset) as out:
+    with stage_outputs() as outputs:
+        out = outputs.dir(paths.dataset)
         for split in SPLITS:
             files = [paths.clean / f"{split}.{params.data.src}", paths.clean / f"{split}.{params.data.tgt}"]
             for f in files:
@@ -64,7 +65,7 @@ def run(params: Params, paths: Paths) -> dict:
                 if len(idx) == 0:
                     continue
                 idx = idx[np.lexsort((tgt_len[idx], src_len[idx]))]
-                with atomic_file(out / split / f"bucket-{bound:04d}.npz", "wb") as fh:
+                with open(out / split / f"bucket-{bound:04d}.npz", "wb") as fh:
                     np.savez(fh, src=np.concatenate([src[i] for i in idx]), src_len=src_len[idx],
                              tgt=np.concatenate([tgt[i] for i in idx]), tgt_len=tgt_len[idx])
                 counts[str(bound)] = len(idx)
@@ -83,11 +84,11 @@ def run(params: Params, paths: Paths) -> dict:
             report["splits"][split] = stats
         write_json(out / "meta.json", {**report, "src_vocab": src_tok.get_vocab_size(),
                                        "tgt_vocab": tgt_tok.get_vocab_size()})
-    write_json(paths.metrics / "build.json", {
-        "train_pairs": report["splits"]["train"]["pairs"],
-        "padding_ratio": report["splits"]["train"]["padding_ratio"],
-        "padding_ratio_unbucketed": report["splits"]["train"]["padding_ratio_unbucketed"],
-        "dropped_too_long": sum(s["dropped_too_long"] for s in report["splits"].values())})
+        outputs.json(paths.metrics / "build.json", {
+            "train_pairs": report["splits"]["train"]["pairs"],
+            "padding_ratio": report["splits"]["train"]["padding_ratio"],
+            "padding_ratio_unbucketed": report["splits"]["train"]["padding_ratio_unbucketed"],
+            "dropped_too_long": sum(s["dropped_too_long"] for s in report["splits"].values())})
     log.info("dataset: %s", {s: v["pairs"] for s, v in report["splits"].items()})
     return report
 

@@ -1,18 +1,18 @@
-"""Small helpers every stage shares: the error type, atomic outputs, logging and the stage CLI."""
+"""Low-level helpers every module may use: the error type, atomic outputs, logging, git.
+
+Imports nothing from ``pipeline``, so anything can import it.
+"""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,10 @@ class PipelineError(Exception):
     """A problem the user can fix; the CLI prints it as one line, without a traceback."""
 
 
+class TransientError(PipelineError):
+    """A failure that a retry later may not meet again (a network error, a server's 5xx)."""
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path, mode: str = "w", **kwargs: Any) -> Iterator[Any]:
     """Open a temp file beside ``path``; rename it over ``path`` only if the block succeeds."""
@@ -37,28 +41,87 @@ def atomic_file(path: Path, mode: str = "w", **kwargs: Any) -> Iterator[Any]:
         with open(tmp, mode, **kwargs) as fh:
             yield fh
         os.replace(tmp, path)
+    except OSError as exc:
+        exc.filename = exc.filename or str(path)  # "disk full writing <path>"
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
 
 
-@contextlib.contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield an empty temp directory that replaces ``path`` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    os.chmod(tmp, 0o777 & ~_UMASK)
-    try:
-        yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
+class Outputs:
+    """A stage's outputs, written beside their final paths and moved into place together at the end.
+
+    DVC keeps a stage's previous outputs while it runs (``persist: true`` in dvc.yaml), so a stage
+    that fails or is killed at any point before ``commit`` leaves them, byte for byte, as they were:
+    no output is replaced while another is still being written, or before the stage's MLflow logging
+    is done. ``commit`` is a handful of renames.
+    """
+
+    def __init__(self) -> None:
+        self._moves: list[tuple[Path, Path]] = []  # (temp, final)
+
+    def _temp(self, path: Path, directory: bool) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if directory:
+            tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+            os.chmod(tmp, 0o777 & ~_UMASK)
         else:
-            os.replace(tmp, path)
+            fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
+            tmp = Path(name)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs should look like any other file
+        self._moves.append((tmp, path))
+        return tmp
+
+    def dir(self, path: Path) -> Path:
+        """An empty directory that becomes ``path``."""
+        return self._temp(path, directory=True)
+
+    @contextlib.contextmanager
+    def open(self, path: Path, mode: str = "w", **kwargs: Any) -> Iterator[Any]:
+        try:
+            with open(self._temp(path, directory=False), mode, **kwargs) as fh:
+                yield fh
+        except OSError as exc:
+            exc.filename = exc.filename or str(path)
+            raise
+
+    def json(self, path: Path, obj: Any) -> None:
+        with self.open(path, encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
+
+    def commit(self) -> None:
+        for tmp, final in self._moves:
+            if tmp.is_dir() and final.exists():
+                old = final.with_name(f".{final.name}.old{os.getpid()}")
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, final)
+        self._moves = []
+
+    def discard(self) -> None:
+        for tmp, _ in self._moves:
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+        self._moves = []
+
+
+@contextlib.contextmanager
+def stage_outputs() -> Iterator[Outputs]:
+    """``with stage_outputs() as out:`` write every output through ``out``; all or nothing."""
+    out = Outputs()
+    try:
+        yield out
+        out.commit()
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        out.discard()
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -92,22 +155,3 @@ def git_commit(root: Path) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha + ("-dirty" if dirty else "")
-
-
-def stage_main(name: str, run: Callable[..., Any], argv: list[str] | None = None) -> None:
-    """The thin CLI of a stage: ``python -m pipeline.<name> [--params params.yaml] [--root .]``."""
-    from pipeline.config import Paths, load_params
-
-    parser = argparse.ArgumentParser(prog=f"python -m pipeline.{name}", description=run.__doc__)
-    parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
-    parser.add_argument("--root", default=".", help="the project root holding data/ and models/")
-    args = parser.parse_args(argv)
-    setup_logging()
-    start = time.perf_counter()
-    try:
-        params = load_params(args.params)
-        run(params, Paths(Path(args.root)))
-    except PipelineError as exc:
-        print(f"error: {name}: {exc}", file=sys.stderr)
-        sys.exit(1)
-    log.info("%s finished in %.1fs", name, time.perf_counter() - start)

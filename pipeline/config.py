@@ -1,11 +1,13 @@
 """One pydantic model of ``params.yaml``, validated once, plus the fixed artifact paths.
 
 Every section is named after the stage that reads it (``data`` is read by ``download``), so DVC's
-``params:`` lists in ``dvc.yaml`` and the sections here stay one-to-one.
+``params:`` lists in ``dvc.yaml`` and the sections here stay one-to-one. ``params.yaml`` lists every
+field with the same value as the defaults here (a test checks it): DVC only sees the file.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -15,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from pipeline.common import PipelineError, atomic_file
 
+SPLITS = ("train", "valid", "test")
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -70,24 +73,30 @@ class Data(Section):
 
     @model_validator(mode="after")
     def _known_corpus(self) -> Data:
-        from pipeline.corpora.registry import BUILTIN, CORPORA, describe
+        from pipeline.corpora.registry import BUILTIN, describe
 
         if self.src == self.tgt:
             raise ValueError(f"src and tgt are both '{self.src}'")
+        langs = corpus_languages(self.corpus)
         if self.corpus == "custom":
             if not self.custom or "train" not in self.custom:
                 raise ValueError("corpus 'custom' needs data.custom.train (src and tgt files, or a table)")
-        elif self.corpus in CORPORA:
-            langs = CORPORA[self.corpus].languages
+        elif langs is not None:
             if {self.src, self.tgt} != set(langs):
                 raise ValueError(f"corpus '{self.corpus}' has languages {langs[0]} and {langs[1]}, "
                                  f"not {self.src}/{self.tgt}")
-        elif self.corpus == "sample-ko-en":
-            if {self.src, self.tgt} != {"ko", "en"}:
-                raise ValueError("corpus 'sample-ko-en' needs src/tgt to be ko/en or en/ko")
         elif not self.corpus.startswith("hf:") and self.corpus not in BUILTIN:
             raise ValueError(f"unknown corpus '{self.corpus}'; choose one of {describe()}")
         return self
+
+
+def corpus_languages(corpus: str) -> tuple[str, str] | None:
+    """The (source, target) languages a named corpus comes in; None for hf: and custom corpora."""
+    from pipeline.corpora.registry import CORPORA
+
+    if corpus == "sample-ko-en":
+        return ("ko", "en")
+    return CORPORA[corpus].languages if corpus in CORPORA else None
 
 
 class Clean(Section):
@@ -97,8 +106,8 @@ class Clean(Section):
     max_ratio: Annotated[float, Field(ge=1.0)] = 3.0  # longer/shorter side, in words
     min_script_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.4  # letters in the language's script; 0 = off
     korean_morphemes: bool = False  # split a Korean source into morphemes (kiwipiepy) before subwords
-    valid_fraction: Fraction = 0.05  # used only when the corpus has no valid split
-    test_fraction: Fraction = 0.05
+    valid_fraction: Fraction = 0.04  # used only when the corpus has no valid split
+    test_fraction: Fraction = 0.04
     seed: int = 1
 
 
@@ -130,7 +139,7 @@ class Embed(Section):
 
 class Build(Section):
     max_len: PositiveInt = 128  # subword tokens, incl. BOS/EOS; longer pairs are dropped and counted
-    buckets: list[PositiveInt] = [8, 12, 16, 24, 32, 48, 64, 96, 128]  # upper bounds of max(src, tgt)
+    buckets: list[PositiveInt] = [8, 12, 16, 24, 32, 48, 64, 96]  # upper bounds of max(src, tgt); max_len ends the last
     max_tokens: PositiveInt = 6000  # token budget of one batch: max length x sentences, padding included
 
     @model_validator(mode="after")
@@ -140,37 +149,57 @@ class Build(Section):
         return self
 
 
-class Model(Section):
-    arch: Literal["rnn", "transformer"] = "rnn"
-    emb_dim: PositiveInt = 128  # transformer: must equal hidden
-    hidden: PositiveInt = 256  # RNN decoder state / annotation size (hidden/2 per encoder direction); d_model
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
-    # rnn
+class RNNOptions(Section):
     cell: Literal["gru", "lstm"] = "gru"
     layers: PositiveInt = 1
     bidirectional: bool = True
     attention: Literal["none", "bahdanau", "luong_dot", "luong_general", "luong_concat"] = "bahdanau"
-    input_feeding: bool = True  # luong_*: feed the attentional state into the next step
-    # transformer
+    input_feeding: bool = True  # luong_* only: feed the attentional state into the next step
+
+
+class TransformerOptions(Section):
     heads: PositiveInt = 4
     ff_dim: PositiveInt = 1024
     enc_layers: PositiveInt = 3
     dec_layers: PositiveInt = 3
     positions: Literal["sinusoidal", "learned"] = "sinusoidal"
     norm: Literal["pre", "post"] = "pre"
-    tie_embeddings: bool = False
+    tie_embeddings: bool = False  # output layer = target embeddings (and = source ones with tokenize.joint)
     max_positions: PositiveInt = 512
+
+
+class Model(Section):
+    """Shared sizes, then one block per architecture; ``arch`` picks the block that is used.
+
+    Both blocks stay in the file so that switching architecture is a one-key change (``dvc exp run
+    -S model.arch=transformer``) and ``dvc params diff`` shows every setting of both.
+    """
+
+    arch: Literal["rnn", "transformer"] = "rnn"
+    emb_dim: PositiveInt = 128  # = embed.dim with pretrained embeddings; = hidden for a transformer
+    hidden: PositiveInt = 256  # RNN decoder state / annotation size (hidden/2 per encoder direction); d_model
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    rnn: RNNOptions = RNNOptions()
+    transformer: TransformerOptions = TransformerOptions()
 
     @model_validator(mode="after")
     def _shapes(self) -> Model:
         if self.arch == "transformer":
             if self.emb_dim != self.hidden:
                 raise ValueError(f"a transformer needs emb_dim == hidden (got {self.emb_dim} and {self.hidden})")
-            if self.hidden % self.heads:
-                raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
-        elif self.bidirectional and self.hidden % 2:
+            if self.hidden % self.transformer.heads:
+                raise ValueError(f"hidden ({self.hidden}) must be divisible by transformer.heads "
+                                 f"({self.transformer.heads})")
+        elif self.rnn.bidirectional and self.hidden % 2:
             raise ValueError("hidden must be even for a bidirectional encoder")
         return self
+
+    def fields(self, src_vocab: int, tgt_vocab: int, joint_vocab: bool) -> dict[str, Any]:
+        """Keyword arguments of ``pipeline.models.build_model`` for the chosen architecture."""
+        sizes = {"src_vocab": src_vocab, "tgt_vocab": tgt_vocab, "hidden": self.hidden, "dropout": self.dropout}
+        if self.arch == "transformer":
+            return {"arch": "transformer", **sizes, **self.transformer.model_dump(), "joint_vocab": joint_vocab}
+        return {"arch": "rnn", **sizes, "emb_dim": self.emb_dim, **self.rnn.model_dump()}
 
 
 class Train(Section):
@@ -251,11 +280,27 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the section at ``loc`` (for "unknown key" messages)."""
+    model: Any = Params
+    for key in loc:
+        field = model.model_fields.get(str(key)) if isinstance(model, type) else None
+        annotation = getattr(field, "annotation", None)
+        if annotation is None:
+            return []
+        # dict[..., Section] / Section | None: the section type
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+    return sorted(model.model_fields) if isinstance(model, type) else []
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate the params file; raise a one-line PipelineError naming file, line and key."""
     path = Path(path)
     if not path.exists():
-        raise PipelineError(f"{path}: file not found; run from the project root or pass --params")
+        raise PipelineError(f"{path}: file not found; run from the project root, where params.yaml is")
     return parse_params(path.read_text(encoding="utf-8"), path)
 
 
@@ -277,10 +322,30 @@ def parse_params(text: str, path: Path) -> Params:
         where = f"{path}:{line}" if line else str(path)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key; check its spelling against README's params table"
+            known = _known_keys(loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            msg = f"unknown key; did you mean '{close[0]}'?" if close else f"unknown key; valid: {', '.join(known)}"
         elif loc and not isinstance(err["input"], dict):
             msg += f" (got {err['input']!r})"
         raise PipelineError(f"{where}: {key}: {msg}") from None
+
+
+def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied key by key, nested sections merged rather than replaced."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def switch_corpus(params_file: Path, corpus: str) -> None:
+    """``make pipeline CORPUS=...``: set data.corpus, and data.src/tgt when the corpus has fixed languages."""
+    data = load_params(params_file).data
+    updates: dict[str, Any] = {"data.corpus": corpus}
+    langs = corpus_languages(corpus) if corpus != "custom" else None
+    if langs is not None and {data.src, data.tgt} != set(langs):
+        updates |= {"data.src": langs[0], "data.tgt": langs[1]}
+    set_params(params_file, updates)
 
 
 def set_params(path: Path, updates: dict[str, Any]) -> None:
@@ -350,3 +415,7 @@ class Paths:
     @property
     def reports(self) -> Path:
         return self.root / "reports"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pipeline.common import PipelineError
-from pipeline.tokenize import PAD
+from pipeline.vocab import PAD
 
 
 @dataclass

@@ -2,13 +2,19 @@
 
 Every source kind ends in the same place: ``data/raw/<split>.<lang>`` (UTF-8, one sentence per
 line) plus ``manifest.json`` (where each file came from, its sha256 and line count). Files are
-fetched through ``pipeline.fetch`` (cache, resume, retries, mirror, checksums, safe archives); the
-new ``data/raw/`` is built in a temp directory and swapped in only when every split is complete and
-both sides have the same number of lines, so a failure leaves the previous ``data/raw/`` untouched.
+fetched through ``pipeline.fetch`` (cache, revalidation, resume, retries, mirror, checksums, safe
+archives); the new ``data/raw/`` is built in a temp directory and swapped in only when every split
+is complete and both sides have the same number of lines, so a failure leaves the previous
+``data/raw/`` untouched.
+
+DVC runs this stage on every ``repro`` (``always_changed`` in dvc.yaml): it is how a scheduled run
+notices new data upstream. Its output depends only on the content it reads (no dates, no ETags), so
+when nothing changed upstream ``data/raw/`` comes out byte-identical and every later stage stays cached.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import itertools
 import logging
@@ -16,10 +22,11 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pipeline.common import PipelineError, atomic_dir, stage_main, write_json
+from pipeline.cli import stage_main
+from pipeline.common import PipelineError, stage_outputs, write_json
 from pipeline.config import Data, FileSource, Params, Paths, SplitSource, TableSource
 from pipeline.corpora import registry, sample_ko_en
-from pipeline.fetch import fetch, mirrored, read_lines
+from pipeline.fetch import CorruptFileError, evict, fetch, mirrored, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +58,21 @@ def _get(f: FileSource, offline: bool, corpus: str | None = None) -> tuple[Path,
     return path, {"url": url, "sha256": digest, **({"member": f.member} if f.member else {})}
 
 
-def _table_pairs(path: Path, t: TableSource, source: str) -> Iterator[tuple[str, str]]:
+@contextlib.contextmanager
+def _evicting(*paths: Path) -> Iterator[None]:
+    """A cached download that cannot be read is removed from the cache, so the next run fetches it anew."""
+    try:
+        yield
+    except CorruptFileError as exc:
+        evicted = [p for p in paths if evict(p)]
+        if not evicted:
+            raise
+        raise PipelineError(f"{exc}; removed the cached copy ({', '.join(map(str, evicted))}) so the next run "
+                            "downloads it again") from None
+
+
+def _table_pairs(path: Path, t: TableSource, source: str, dropped: list[int]) -> Iterator[tuple[str, str]]:
+    """The (source, target) columns of each row; blank or short rows are skipped and counted in ``dropped``."""
     reader = csv.reader(read_lines(path, t.member, source), delimiter="\t" if t.format == "tsv" else ",",
                         quoting=csv.QUOTE_NONE if t.format == "tsv" else csv.QUOTE_MINIMAL)
     columns: list[int | str] = [t.src_column, t.tgt_column]
@@ -64,22 +85,30 @@ def _table_pairs(path: Path, t: TableSource, source: str) -> Iterator[tuple[str,
     elif any(isinstance(c, str) for c in columns):
         raise PipelineError(f"{source}: column names need header: true")
     s_col, t_col = int(columns[0]), int(columns[1])
-    for n, row in enumerate(reader, 2 if t.header else 1):
+    for row in reader:
         if len(row) <= max(s_col, t_col):
-            raise PipelineError(f"{source}:{n}: {len(row)} column(s), need column {max(s_col, t_col)}")
+            dropped[0] += 1
+            continue
         yield row[s_col], row[t_col]
 
 
 def _custom_split(data: Data, split: str, spec: SplitSource, out: Path) -> dict:
     if spec.table:
         path, info = _get(spec.table, data.offline)
-        lines = _write_pairs(out, split, data.src, data.tgt, _table_pairs(path, spec.table, spec.table.url))
-        return {"table": info, "lines": lines}
+        dropped = [0]
+        with _evicting(path):
+            rows = _table_pairs(path, spec.table, spec.table.url, dropped)
+            lines = _write_pairs(out, split, data.src, data.tgt, rows)
+        if dropped[0]:
+            log.warning("%s: skipped %d blank or short row(s)", spec.table.url, dropped[0])
+        return {"table": info, "lines": lines, **({"dropped_rows": dropped[0]} if dropped[0] else {})}
     assert spec.src and spec.tgt
     (sp, s_info), (tp, t_info) = _get(spec.src, data.offline), _get(spec.tgt, data.offline)
     pairs = _aligned(read_lines(sp, spec.src.member, spec.src.url), read_lines(tp, spec.tgt.member, spec.tgt.url),
                      spec.src.url, spec.tgt.url)
-    return {data.src: s_info, data.tgt: t_info, "lines": _write_pairs(out, split, data.src, data.tgt, pairs)}
+    with _evicting(sp, tp):
+        lines = _write_pairs(out, split, data.src, data.tgt, pairs)
+    return {data.src: s_info, data.tgt: t_info, "lines": lines}
 
 
 def _registry_split(data: Data, split: str, files: dict[str, registry.RemoteFile], out: Path) -> dict:
@@ -88,7 +117,9 @@ def _registry_split(data: Data, split: str, files: dict[str, registry.RemoteFile
     (sp, s_info), (tp, t_info) = got[data.src], got[data.tgt]
     pairs = _aligned(read_lines(sp, s_info.get("member"), s_info["url"]),
                      read_lines(tp, t_info.get("member"), t_info["url"]), s_info["url"], t_info["url"])
-    return {data.src: s_info, data.tgt: t_info, "lines": _write_pairs(out, split, data.src, data.tgt, pairs)}
+    with _evicting(sp, tp):
+        lines = _write_pairs(out, split, data.src, data.tgt, pairs)
+    return {data.src: s_info, data.tgt: t_info, "lines": lines}
 
 
 def _dig(row: dict, path: str, name: str) -> str:
@@ -130,7 +161,8 @@ def _hf_splits(data: Data, out: Path) -> dict:
 def run(params: Params, paths: Paths) -> dict:
     """Download (or generate) the corpus into data/raw/."""
     data = params.data
-    with atomic_dir(paths.raw) as out:
+    with stage_outputs() as outputs:
+        out = outputs.dir(paths.raw)
         if data.corpus == "sample-ko-en":
             pairs = sample_ko_en.generate(data.sample_pairs, data.seed)
             if data.src == "en":

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from pipeline.common import PipelineError, atomic_file, stage_main, write_json
+from pipeline.cli import stage_main
+from pipeline.common import PipelineError, stage_outputs, write_json
 from pipeline.config import Embed, Params, Paths
-from pipeline.tokenize import PAD, load_tokenizers
+from pipeline.vocab import PAD, load_tokenizers
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,11 @@ def _tokenised(tok: Tokenizer, path: Path) -> list[list[str]]:
 def run(params: Params, paths: Paths) -> dict:
     """Train embeddings for the source and target vocabularies."""
     cfg = params.embed
-    paths.embeddings.mkdir(parents=True, exist_ok=True)
     if cfg.method == "none":  # keep the stage's outputs well-defined for DVC
-        write_json(paths.embeddings / "info.json", {"method": "none"})
+        with stage_outputs() as outputs:
+            write_json(outputs.dir(paths.embeddings) / "info.json", {"method": "none"})
         return {"method": "none"}
-    src_tok, tgt_tok = load_tokenizers(paths)
+    src_tok, tgt_tok = load_tokenizers(paths.tokenizer)
     sides = {"src": (src_tok, params.data.src), "tgt": (tgt_tok, params.data.tgt)}
     for _, lang in sides.values():
         if not (paths.clean / f"train.{lang}").exists():
@@ -78,12 +79,12 @@ def run(params: Params, paths: Paths) -> dict:
         vectors = {side: TRAINERS[cfg.method](_tokenised(tok, paths.clean / f"train.{lang}"), cfg)
                    for side, (tok, lang) in sides.items()}
     info = {"method": cfg.method, "algorithm": cfg.algorithm, "dim": cfg.dim}
-    for side, (tok, _) in sides.items():
-        matrix = embedding_matrix(tok, vectors[side], cfg.dim, cfg.seed)
-        with atomic_file(paths.embeddings / f"{side}.npy", "wb") as fh:
-            np.save(fh, matrix)
-        info[f"{side}_coverage"] = round(len(vectors[side]) / tok.get_vocab_size(), 4)
-    write_json(paths.embeddings / "info.json", info)
+    with stage_outputs() as outputs:
+        out = outputs.dir(paths.embeddings)
+        for side, (tok, _) in sides.items():
+            np.save(out / f"{side}.npy", embedding_matrix(tok, vectors[side], cfg.dim, cfg.seed))
+            info[f"{side}_coverage"] = round(len(vectors[side]) / tok.get_vocab_size(), 4)
+        write_json(out / "info.json", info)
     log.info("embeddings: %s", info)
     return info
 

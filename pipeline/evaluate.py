@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import json
 import logging
 
@@ -16,11 +17,12 @@ import sacrebleu
 import torch
 from tqdm import tqdm
 
-from pipeline.common import PipelineError, atomic_file, read_lines, stage_main, write_json
+from pipeline.cli import stage_main
+from pipeline.common import PipelineError, read_lines, stage_outputs
 from pipeline.config import Params, Paths
+from pipeline.device import choose_device
 from pipeline.tracking import connect
-from pipeline.train import choose_device
-from pipeline.translate import Translator
+from pipeline.translator import Translator
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,24 @@ def heatmap(attention: dict):
     return fig
 
 
+def _log_to_training_run(paths: Paths, metrics: dict, samples: str, shown: list[tuple[str, dict | None]]) -> None:
+    """Scores, samples and attention heatmaps go into the MLflow run of the training."""
+    run_id = json.loads((paths.model / "run.json").read_text())["run_id"]
+    mlflow = connect(paths.root)
+    try:
+        mlflow.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        log.warning("training run %s is not in %s; scores are in metrics/eval.json only", run_id,
+                    mlflow.get_tracking_uri())
+        return
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({k: metrics[k] for k in ("bleu", "chrf", "bleu_lowercase")})
+        mlflow.log_text(samples, "samples.tsv")
+        for i, (_, attention) in enumerate(shown):
+            if attention is not None:
+                mlflow.log_figure(heatmap(attention), f"attention/test-{i:02d}.png")
+
+
 def run(params: Params, paths: Paths) -> dict:
     """Translate data/clean/test.<src> and score it against test.<tgt>."""
     cfg = params.evaluate
@@ -83,31 +103,18 @@ def run(params: Params, paths: Paths) -> dict:
     metrics = {"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2), "bleu_lowercase": round(lower.score, 2),
                "test_pairs": len(sources), "beam_size": cfg.beam_size,
                "bleu_signature": str(bleu_metric.get_signature())}
-    write_json(paths.metrics / "eval.json", metrics)
-    paths.reports.mkdir(parents=True, exist_ok=True)
-    with atomic_file(paths.reports / "test.hyp", encoding="utf-8") as fh:
-        fh.writelines(h + "\n" for h in hypotheses)
-    with atomic_file(paths.reports / "samples.tsv", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh, delimiter="\t")
-        writer.writerow(["source", "reference", "hypothesis"])
-        writer.writerows(zip(sources[: cfg.samples], references[: cfg.samples], hypotheses[: cfg.samples],
-                             strict=True))
-
-    run_id = json.loads((paths.model / "run.json").read_text())["run_id"]
-    mlflow = connect(paths.root)
-    try:
-        mlflow.get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        log.warning("training run %s is not in %s; scores are in metrics/eval.json only", run_id,
-                    mlflow.get_tracking_uri())
-    else:
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics({"bleu": bleu.score, "chrf": chrf.score, "bleu_lowercase": lower.score})
-            mlflow.log_artifact(str(paths.reports / "samples.tsv"))
-            shown = translator.translate_with_attention(sources[: cfg.heatmaps], preprocessed=True)
-            for i, (_, attention) in enumerate(shown):
-                if attention is not None:
-                    mlflow.log_figure(heatmap(attention), f"attention/test-{i:02d}.png")
+    table = io.StringIO(newline="")
+    writer = csv.writer(table, delimiter="\t")
+    writer.writerow(["source", "reference", "hypothesis"])
+    writer.writerows(zip(sources[: cfg.samples], references[: cfg.samples], hypotheses[: cfg.samples], strict=True))
+    with stage_outputs() as outputs:  # in place only once MLflow has the scores too
+        outputs.json(paths.metrics / "eval.json", metrics)
+        with outputs.open(paths.reports / "test.hyp", encoding="utf-8") as fh:
+            fh.writelines(h + "\n" for h in hypotheses)
+        with outputs.open(paths.reports / "samples.tsv", encoding="utf-8", newline="") as fh:
+            fh.write(table.getvalue())
+        _log_to_training_run(paths, metrics, table.getvalue(),
+                             translator.translate_with_attention(sources[: cfg.heatmaps], preprocessed=True))
     log.info("test BLEU %.2f, chrF %.2f on %d pairs", bleu.score, chrf.score, len(sources))
     return metrics
 

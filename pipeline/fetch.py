@@ -1,9 +1,13 @@
-"""Getting corpus files onto disk safely: download cache, resume, retries, mirror, checksums, archives.
+"""Getting corpus files onto disk safely: download cache, revalidation, resume, retries, mirror, checksums.
 
 * ``fetch(url)`` returns a local, verified file. Local paths and ``file://`` URLs are used in
   place; http(s) downloads land in a cache keyed by URL (``$NMT_CACHE_DIR``, default
   ``~/.cache/nmt-pipeline/downloads``), streamed to a ``.part`` file that a later attempt resumes
   with an HTTP Range request, then renamed into place once complete and verified.
+* A cached file is revalidated on every fetch (``If-None-Match``/``If-Modified-Since`` with the
+  ETag/Last-Modified it came with), so a changed upstream file is noticed and downloaded again; a
+  file pinned by sha256 that the cache already holds is not asked for at all.
+* A cached file that turns out to be corrupt when read is evicted (``evict``), never served again.
 * ``NMT_DATA_MIRROR=<base>`` makes every registry download fetch ``<base>/<corpus>/<file name>``.
 * Offline (``data.offline`` or ``NMT_OFFLINE=1``) only the cache is used.
 * ``read_lines(path, member)`` streams text from a plain, .gz, or a member of a .tar(.gz)/.zip file,
@@ -17,6 +21,7 @@ import fnmatch
 import gzip
 import hashlib
 import io
+import json
 import logging
 import os
 import tarfile
@@ -29,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
-from pipeline.common import PipelineError
+from pipeline.common import PipelineError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,30 @@ def _verify(path: Path, sha256: str | None, url: str) -> str:
     return digest
 
 
+def cached_path(url: str) -> Path:
+    name = PurePosixPath(urlparse(url).path).name or "download"
+    return cache_dir() / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
+
+
+def _validators(cached: Path) -> dict[str, str]:
+    """The ETag/Last-Modified a cached file came with (a sidecar ``.meta.json``)."""
+    meta = cached.with_name(cached.name + ".meta.json")
+    try:
+        return json.loads(meta.read_text()) if cached.exists() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def evict(path: Path) -> bool:
+    """Remove ``path`` from the download cache (True) if it is a cached download, else do nothing."""
+    if path.parent != cache_dir():
+        return False
+    for f in (path, path.with_name(path.name + ".meta.json")):
+        with contextlib.suppress(FileNotFoundError):
+            f.unlink()
+    return True
+
+
 def fetch(url: str, sha256: str | None = None, *, offline: bool = False, retries: int = RETRIES) -> tuple[Path, str]:
     """A verified local copy of ``url`` and its sha256."""
     parsed = urlparse(url)
@@ -78,36 +107,53 @@ def fetch(url: str, sha256: str | None = None, *, offline: bool = False, retries
             raise PipelineError(f"{url}: file not found; fix the corpus files in params.yaml")
         return local, _verify(local, sha256, url)
 
-    name = PurePosixPath(parsed.path).name or "download"
-    cached = cache_dir() / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
-    if cached.exists():
-        digest = sha256_of(cached)
-        if not sha256 or digest == sha256.lower():
+    cached = cached_path(url)
+    if cached.exists() and sha256:
+        if sha256_of(cached) == sha256.lower():  # pinned and present: nothing upstream can change it
             log.info("%s: from the download cache (%s)", url, cached)
-            return cached, digest
+            return cached, sha256.lower()
         log.warning("%s: cached copy has another sha256; downloading again", url)
-        cached.unlink()
+        evict(cached)
     if offline or offline_env():
+        if cached.exists():
+            log.info("%s: offline, from the download cache (%s)", url, cached)
+            return cached, sha256_of(cached)
         raise PipelineError(f"{url}: not in the download cache ({cache_dir()}) and offline mode is on; "
                             "run once online or set NMT_DATA_MIRROR")
     cached.parent.mkdir(parents=True, exist_ok=True)
     part = cached.with_name(cached.name + ".part")
-    _download(url, part, retries)
+    try:
+        headers = _download(url, part, retries, _validators(cached))
+    except TransientError as exc:
+        if not cached.exists():
+            raise
+        log.warning("%s; using the cached copy (%s)", exc, cached)
+        return cached, sha256_of(cached)
+    if headers is None:  # 304: the cached copy is current
+        log.info("%s: unchanged upstream, from the download cache (%s)", url, cached)
+        return cached, sha256_of(cached)
     try:
         digest = _verify(part, sha256, url)
     except PipelineError:
         part.unlink()
         raise
     os.replace(part, cached)
+    meta = {k: headers[k] for k in ("ETag", "Last-Modified") if headers.get(k)}
+    cached.with_name(cached.name + ".meta.json").write_text(json.dumps(meta))
     return cached, digest
 
 
-def _download(url: str, part: Path, retries: int) -> None:
+def _download(url: str, part: Path, retries: int, validators: dict[str, str]) -> dict[str, str] | None:
+    """Stream ``url`` into ``part``, resuming it; the response headers, or None for 304 Not Modified."""
     for attempt in range(1, retries + 1):
         have = part.stat().st_size if part.exists() else 0
-        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        if not have and validators.get("ETag"):
+            headers["If-None-Match"] = validators["ETag"]
+        if not have and validators.get("Last-Modified"):
+            headers["If-Modified-Since"] = validators["Last-Modified"]
         try:
-            with urllib.request.urlopen(request, timeout=60) as resp:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60) as resp:
                 resuming = have and resp.status == 206
                 if have and not resuming:
                     log.info("%s: server ignored the range request; starting over", url)
@@ -117,21 +163,26 @@ def _download(url: str, part: Path, retries: int) -> None:
                 expected = resp.headers.get("Content-Length")
                 if expected is not None and part.stat().st_size != int(expected) + (have if resuming else 0):
                     raise ConnectionError("connection closed before the end of the file")
-            return
+                return dict(resp.headers)
         except urllib.error.HTTPError as exc:
+            if exc.code == 304:
+                return None
             if exc.code == 416 and have:  # our partial file is already complete
-                return
-            if not (exc.code >= 500 or exc.code == 429) or attempt == retries:
-                raise PipelineError(f"{url}: HTTP {exc.code} {exc.reason} after {attempt} attempt(s)") from None
+                return dict(exc.headers)
+            transient = exc.code >= 500 or exc.code == 429
+            if not transient or attempt == retries:
+                error = TransientError if transient else PipelineError
+                raise error(f"{url}: HTTP {exc.code} {exc.reason} after {attempt} attempt(s)") from None
             reason = f"HTTP {exc.code}"
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
             reason = str(getattr(exc, "reason", exc))
             if attempt == retries:
-                raise PipelineError(f"{url}: {reason} after {attempt} attempt(s)") from None
+                raise TransientError(f"{url}: {reason} after {attempt} attempt(s)") from None
         delay = 2 ** (attempt - 1)
         log.warning("%s: %s; retrying in %ss (%d/%d), resuming from the partial file", url, reason, delay,
                     attempt, retries)
         time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -185,18 +236,35 @@ def _open_binary(path: Path, member: str | None, source: str) -> Iterator[io.Buf
         raise PipelineError(f"{source}: not a tar or zip archive (or a truncated one), but a member was asked for")
 
 
+class CorruptFileError(PipelineError):
+    """The bytes of a file are not what they claim to be (truncated, bad gzip, not UTF-8)."""
+
+
+def _bad_utf8_line(path: Path, member: str | None, source: str) -> int:
+    """1-based number of the first line that is not valid UTF-8 (decoding line by line: slow, errors only)."""
+    with _open_binary(path, member, source) as raw:
+        buffered = io.BufferedReader(raw) if not isinstance(raw, io.BufferedReader) else raw
+        stream = gzip.GzipFile(fileobj=buffered) if buffered.peek(2)[:2] == b"\x1f\x8b" else buffered
+        for n, line in enumerate(stream, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return n
+    return 0
+
+
 def read_lines(path: Path, member: str | None = None, source: str | None = None) -> Iterator[str]:
     """Lines (without newline) of a plain/.gz file or of an archive member; UTF-8, any line ending."""
     source = source or str(path)
-    n = 0
     try:
         with _open_binary(path, member, source) as raw:
             buffered = io.BufferedReader(raw) if not isinstance(raw, io.BufferedReader) else raw
             stream = gzip.GzipFile(fileobj=buffered) if buffered.peek(2)[:2] == b"\x1f\x8b" else buffered
             for line in io.TextIOWrapper(stream, encoding="utf-8", newline=None):
-                n += 1
                 yield line.rstrip("\n")
     except (EOFError, gzip.BadGzipFile, tarfile.ReadError, zipfile.BadZipFile, zlib.error) as exc:
-        raise PipelineError(f"{source}: truncated or corrupt file ({exc or type(exc).__name__})") from None
+        raise CorruptFileError(f"{source}: truncated or corrupt file ({exc or type(exc).__name__})") from None
     except UnicodeDecodeError:
-        raise PipelineError(f"{source}: not UTF-8 text (line {n + 1})") from None
+        # the text layer decodes in blocks, so find the line itself
+        raise CorruptFileError(f"{source}:{_bad_utf8_line(path, member, source)}: not UTF-8 text; "
+                               "convert the file to UTF-8") from None

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from pipeline.models.base import Seq2SeqBase, map_tensors
-from pipeline.tokenize import BOS, EOS, PAD
+from pipeline.vocab import BOS, EOS, PAD
 
 
 @torch.no_grad()
@@ -83,13 +83,3 @@ def beam_search(model: Seq2SeqBase, src: Tensor, src_len: Tensor, max_len: int, 
     attn = torch.stack(attn_history, 1).index_select(0, pick) if attn_history else None
     return tokens, attn
 
-
-def strip_ids(row: list[int]) -> list[int]:
-    """Token ids up to (not including) the first </s>, without padding."""
-    out = []
-    for t in row:
-        if t == EOS:
-            break
-        if t != PAD:
-            out.append(t)
-    return out

@@ -38,6 +38,8 @@ def experiment_id(mlflow: Any, name: str, root: Path) -> str:
 
 
 def connect(root: Path) -> Any:
+    # an offline-first tool does not report usage unless the user turns it on
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
     for noisy in ("alembic", "mlflow.store.db.utils"):

@@ -13,72 +13,37 @@ params or data (another fingerprint) start afresh.
 
 Outputs: ``models/model.pt`` (best weights + config, loadable with ``weights_only=True``),
 ``models/run.json`` (the MLflow run) and ``metrics/train.json``.
+
+Reading order: ``run`` at the bottom, then ``setup``, ``resume``, ``train_epoch``, ``validate``,
+``end_epoch`` and ``finish`` above it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
-import os
-import shutil
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline.common import PipelineError, atomic_file, stage_main, write_json
+from pipeline import checkpoint
+from pipeline.cli import stage_main
+from pipeline.common import PipelineError, atomic_file, stage_outputs
 from pipeline.config import Params, Paths, Train
 from pipeline.data import Pairs, load_split, padding_ratio, token_batches
-from pipeline.models import ModelConfig, Seq2SeqBase, build_model
+from pipeline.device import autocast, choose_device, init_distributed
+from pipeline.models import Seq2SeqBase, build_model
 from pipeline.tracking import connect, experiment_id, flatten, run_tags
 
 log = logging.getLogger(__name__)
-
-
-def choose_device(pref: str) -> torch.device:
-    if pref == "cuda" and not torch.cuda.is_available():
-        raise PipelineError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-    if pref in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
-
-
-def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPUs that have it; full precision elsewhere."""
-    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def fingerprint(params: Params, paths: Paths) -> str:
-    """What a checkpoint must match to be resumed: model and train params and the exact inputs."""
-    settings = {"model": params.model.model_dump(), "train": params.train.model_dump(exclude={"device", "threads"}),
-                "max_tokens": params.build.max_tokens, "world": int(os.environ.get("WORLD_SIZE", 1))}
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for f in (paths.dataset / "meta.json", paths.tokenizer / "src.json", paths.tokenizer / "tgt.json",
-              paths.embeddings / "info.json"):
-        h.update(f.read_bytes() if f.exists() else b"-")
-    return h.hexdigest()
-
-
-def save_model(path: Path, model: Seq2SeqBase, extra: dict) -> None:
-    with atomic_file(path, "wb") as fh:
-        torch.save({"config": model.cfg.to_dict(), "state_dict": model.state_dict(), **extra}, fh)
-
-
-def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[Seq2SeqBase, dict]:
-    if not path.exists():
-        raise PipelineError(f"{path} not found; run the train stage first")
-    blob = torch.load(path, map_location=device, weights_only=True)
-    model = build_model(ModelConfig(**blob["config"]))
-    model.load_state_dict(blob["state_dict"])
-    return model.to(device).eval(), blob
 
 
 def lr_factor(cfg: Train, total_steps: int):
@@ -137,14 +102,14 @@ def valid_loss(model: Seq2SeqBase, data: Pairs, max_tokens: int, device: torch.d
 
 
 @torch.no_grad()
-def valid_bleu(model: Seq2SeqBase, data: Pairs, paths: Paths, max_tokens: int, device: torch.device) -> float:
+def valid_bleu(model: Seq2SeqBase, data: Pairs, tokenizer_dir: Path, max_tokens: int, device: torch.device) -> float:
     """Greedy BLEU on ``data`` against its own (detokenised) references."""
     import sacrebleu
 
-    from pipeline.search import greedy, strip_ids
-    from pipeline.tokenize import load_tokenizers
+    from pipeline.search import greedy
+    from pipeline.vocab import load_tokenizer, strip_ids
 
-    _, tgt_tok = load_tokenizers(paths)
+    tgt_tok = load_tokenizer(tokenizer_dir / "tgt.json")
     was_training = model.training
     model.eval()
     hyps, refs = [], []
@@ -157,9 +122,74 @@ def valid_bleu(model: Seq2SeqBase, data: Pairs, paths: Paths, max_tokens: int, d
     return sacrebleu.corpus_bleu(hyps, [refs]).score
 
 
+# --- state -------------------------------------------------------------------------------------
+
+
+@dataclass
+class State:
+    """Where training stands; saved in every checkpoint (plain types, so ``weights_only`` loads it)."""
+
+    best: float  # best valid loss (or BLEU) so far
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # optimiser steps taken in the current epoch
+    step: int = 0  # optimiser steps taken in all
+    stale: int = 0  # epochs since the best one
+    run_id: str = ""  # the MLflow run
+    history: list[dict] = field(default_factory=list)  # one row of metrics per epoch
+    epoch_loss: float = 0.0  # summed NLL of the current epoch so far
+    epoch_tokens: int = 0
+    train_seconds: float = 0.0
+    train_tokens: int = 0
+    padding_ratio: float = 0.0
+    out_of_time: bool = False
+    complete: bool = False
+
+
+@dataclass
+class Session:
+    """What one training run works with; built once by ``setup``."""
+
+    params: Params
+    paths: Paths
+    device: torch.device
+    rank: int
+    world: int
+    model: Seq2SeqBase
+    loss_module: nn.Module  # the model's loss, wrapped in DDP when world > 1
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    train_set: Pairs
+    valid_set: Pairs
+    group: int  # batches per optimiser step (accumulate x processes)
+    steps_per_epoch: int
+    total_steps: int
+    fingerprint: str
+    mlflow: Any = None  # the mlflow module on rank 0, None elsewhere
+
+    @property
+    def cfg(self) -> Train:
+        return self.params.train
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.cfg.early_stopping_metric == "bleu"
+
+    def checkpoint_blob(self, state: State) -> dict[str, Any]:
+        return {"fingerprint": self.fingerprint, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": checkpoint.rng_state(), "state": asdict(state)}
+
+    def save_checkpoint(self, state: State) -> None:
+        if self.rank == 0:
+            checkpoint.save_checkpoint(self.paths.checkpoints, self.checkpoint_blob(state), state.step,
+                                       self.cfg.keep_checkpoints)
+
+
+# --- setup -------------------------------------------------------------------------------------
+
+
 def _build_model(params: Params, paths: Paths, meta: dict) -> Seq2SeqBase:
-    model = build_model(ModelConfig(meta["src_vocab"], meta["tgt_vocab"], **params.model.model_dump(),
-                                    joint_vocab=params.tokenize.joint))
+    model = build_model(**params.model.fields(meta["src_vocab"], meta["tgt_vocab"], params.tokenize.joint))
     if params.train.embeddings == "pretrained":
         files = [paths.embeddings / "src.npy", paths.embeddings / "tgt.npy"]
         for f in files:
@@ -170,17 +200,14 @@ def _build_model(params: Params, paths: Paths, meta: dict) -> Seq2SeqBase:
     return model
 
 
-def _distributed(device: torch.device) -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-    return (torch.distributed.get_rank() if world > 1 else 0), world
+def _fingerprint(params: Params, paths: Paths, world: int) -> str:
+    settings = {"model": params.model.model_dump(), "train": params.train.model_dump(exclude={"device", "threads"}),
+                "max_tokens": params.build.max_tokens, "world": world}
+    return checkpoint.fingerprint(settings, [paths.dataset / "meta.json", paths.tokenizer / "src.json",
+                                             paths.tokenizer / "tgt.json", paths.embeddings / "info.json"])
 
 
-def run(params: Params, paths: Paths) -> dict:
-    """Train the model; resume from checkpoints/last.pt when it matches."""
+def setup(params: Params, paths: Paths) -> Session:
     cfg = params.train
     meta_path = paths.dataset / "meta.json"
     if not meta_path.exists():
@@ -189,182 +216,235 @@ def run(params: Params, paths: Paths) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = choose_device(cfg.device)
-    rank, world = _distributed(device)
+    rank, world = init_distributed(device)
     torch.manual_seed(cfg.seed)
     train_set, valid_set = load_split(paths.dataset, "train"), load_split(paths.dataset, "valid")
     model = _build_model(params, paths, meta).to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                   weight_decay=cfg.weight_decay)
-    max_tokens, pin = params.build.max_tokens, device.type == "cuda"
-    group = cfg.accumulate * world  # batches per optimiser step
-    n_batches = len(token_batches(train_set.src_len, train_set.tgt_len, max_tokens))
-    steps_per_epoch = n_batches // group if group > 1 else n_batches
+    group = cfg.accumulate * world
+    n_batches = len(token_batches(train_set.src_len, train_set.tgt_len, params.build.max_tokens))
+    steps_per_epoch = n_batches // group
     if steps_per_epoch == 0:
         raise PipelineError(f"one epoch has {n_batches} batches, fewer than accumulate x processes ({group})")
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total_steps))
-    higher_is_better = cfg.early_stopping_metric == "bleu"
-
-    fp = fingerprint(params, paths)
-    state = {"epoch": 0, "batch": 0, "step": 0, "best": -math.inf if higher_is_better else math.inf, "stale": 0,
-             "run_id": "", "history": [], "epoch_loss": 0.0, "epoch_tokens": 0, "train_seconds": 0.0,
-             "train_tokens": 0, "padding_ratio": 0.0}
-    last, best = paths.checkpoints / "last.pt", paths.checkpoints / "best.pt"
-    if last.exists():
-        ck = torch.load(last, map_location=device, weights_only=True)
-        if ck["fingerprint"] == fp and not ck["state"].get("complete"):
-            model.load_state_dict(ck["model"])
-            optimizer.load_state_dict(ck["optimizer"])
-            scheduler.load_state_dict(ck["scheduler"])
-            torch.set_rng_state(ck["rng"])
-            state = ck["state"]
-            log.info("resuming from %s: epoch %d, batch %d, step %d", last, state["epoch"] + 1, state["batch"],
-                     state["step"])
-        else:
-            log.info("%s belongs to %s run; starting afresh", last,
-                     "a finished" if ck["fingerprint"] == fp else "another params/data")
-
-    def checkpoint(**extra: object) -> None:
-        state.update(extra)
-        if rank:
-            return
-        blob = {"fingerprint": fp, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "state": state}
-        step_file = paths.checkpoints / f"step-{state['step']:08d}.pt"
-        with atomic_file(step_file, "wb") as fh:
-            torch.save(blob, fh)
-        with atomic_file(last, "wb") as fh, open(step_file, "rb") as src:
-            shutil.copyfileobj(src, fh)
-        for old in sorted(paths.checkpoints.glob("step-*.pt"))[: -cfg.keep_checkpoints]:
-            old.unlink()
-
     loss_module: nn.Module = LossModule(model)
     if cfg.compile:
         model.forward = torch.compile(model.forward)  # compiles the teacher-forced pass; weights keep their names
     if world > 1:
-        loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=[device] if pin else None)
+        loss_module = nn.parallel.DistributedDataParallel(
+            loss_module, device_ids=[device] if device.type == "cuda" else None)
+    return Session(params, paths, device, rank, world, model, loss_module, optimizer, scheduler, train_set,
+                   valid_set, group, steps_per_epoch, total_steps, _fingerprint(params, paths, world),
+                   connect(paths.root) if rank == 0 else None)
 
-    mlflow = connect(paths.root) if rank == 0 else None
-    active = contextlib.nullcontext()
-    if mlflow is not None:
-        if state["run_id"]:
-            active = mlflow.start_run(run_id=state["run_id"])
-        else:
-            m = params.model
-            name = (f"{params.data.corpus}-transformer" if m.arch == "transformer"
-                    else f"{params.data.corpus}-{m.cell}-{m.attention}")
-            active = mlflow.start_run(experiment_id=experiment_id(mlflow, cfg.experiment, paths.root), run_name=name,
-                                      tags=run_tags(paths.root))
-            mlflow.log_params(flatten(params.model_dump()))
-            mlflow.log_params({"model.parameters": sum(p.numel() for p in model.parameters()), "world_size": world})
-            for stage in ("clean", "tokenize", "build"):  # what the data stages did, next to the model
-                report = paths.metrics / f"{stage}.json"
-                if report.exists():
-                    values = flatten(json.loads(report.read_text()), f"{stage}.")
-                    mlflow.log_metrics({k: v for k, v in values.items()
-                                        if isinstance(v, int | float) and not isinstance(v, bool)})
-                    mlflow.log_artifact(str(report), artifact_path="data_reports")
-            state["run_id"] = active.info.run_id
-    paths.checkpoints.mkdir(parents=True, exist_ok=True)
 
-    with active:
-        model.train()
-        for epoch in range(state["epoch"], cfg.epochs):
-            batches = token_batches(train_set.src_len, train_set.tgt_len, max_tokens, seed=cfg.seed * 10_000 + epoch)
-            groups = [batches[i:i + group] for i in range(0, steps_per_epoch * group, group)]
-            if state["batch"] == 0:
-                state["padding_ratio"] = padding_ratio(train_set.src_len, train_set.tgt_len, batches)
-            bar = tqdm(range(state["batch"], len(groups)), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                       disable=None if rank == 0 else True, initial=state["batch"], total=len(groups))
+def resume(s: Session) -> State:
+    """The state to continue from: ``last.pt`` when it is an unfinished run of these params and data.
+
+    Otherwise training starts afresh: the checkpoints of the other run are deleted (so none of them
+    can pass for this run's), and its MLflow run, if it never finished, is marked KILLED.
+    """
+    fresh = State(best=-math.inf if s.higher_is_better else math.inf)
+    last = s.paths.checkpoints / "last.pt"
+    ck = checkpoint.load_checkpoint(last, s.device)
+    if s.world > 1:
+        torch.distributed.barrier()  # every rank has read last.pt before rank 0 may delete it
+    if ck is not None and ck["fingerprint"] == s.fingerprint and not ck["state"].get("complete"):
+        s.model.load_state_dict(ck["model"])
+        s.optimizer.load_state_dict(ck["optimizer"])
+        s.scheduler.load_state_dict(ck["scheduler"])
+        checkpoint.set_rng_state(ck["rng"])
+        state = State(**ck["state"])
+        log.info("resuming from %s: epoch %d, batch %d, step %d", last, state.epoch + 1, state.batch, state.step)
+        return state
+    if ck is not None:
+        log.info("%s belongs to %s run; starting afresh", last,
+                 "a finished" if ck["fingerprint"] == s.fingerprint else "another params/data")
+    if s.rank == 0:
+        if ck is not None and not ck["state"].get("complete") and ck["state"].get("run_id"):
+            _end_abandoned_run(s.mlflow, ck["state"]["run_id"])
+        checkpoint.clear_checkpoints(s.paths.checkpoints)
+    return fresh
+
+
+def _end_abandoned_run(mlflow: Any, run_id: str) -> None:
+    try:
+        run = mlflow.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return  # another store, or deleted
+    if run.info.status == "RUNNING":
+        mlflow.MlflowClient().set_terminated(run_id, "KILLED")
+        log.info("MLflow run %s was left running by an interrupted training; marked KILLED", run_id)
+
+
+def start_tracking(s: Session, state: State) -> contextlib.AbstractContextManager:
+    """The MLflow run of this training: the resumed one, or a new one with every param logged."""
+    if s.mlflow is None:
+        return contextlib.nullcontext()
+    mlflow = s.mlflow
+    if state.run_id:
+        return mlflow.start_run(run_id=state.run_id)
+    params, paths = s.params, s.paths
+    m = params.model
+    name = (f"{params.data.corpus}-transformer" if m.arch == "transformer"
+            else f"{params.data.corpus}-{m.rnn.cell}-{m.rnn.attention}")
+    active = mlflow.start_run(experiment_id=experiment_id(mlflow, s.cfg.experiment, paths.root), run_name=name,
+                              tags=run_tags(paths.root))
+    mlflow.log_params(flatten(params.model_dump()))
+    mlflow.log_params({"model.parameters": sum(p.numel() for p in s.model.parameters()), "world_size": s.world})
+    for stage in ("clean", "tokenize", "build"):  # what the data stages did, next to the model
+        report = paths.metrics / f"{stage}.json"
+        if report.exists():
+            values = flatten(json.loads(report.read_text()), f"{stage}.")
+            mlflow.log_metrics({k: v for k, v in values.items()
+                                if isinstance(v, int | float) and not isinstance(v, bool)})
+            mlflow.log_artifact(str(report), artifact_path="data_reports")
+    state.run_id = active.info.run_id
+    return active
+
+
+# --- one epoch ---------------------------------------------------------------------------------
+
+
+def train_epoch(s: Session, state: State, epoch: int) -> None:
+    """Optimiser steps from ``state.batch`` to the end of the epoch, or until the time budget is used."""
+    cfg, data = s.cfg, s.train_set
+    batches = token_batches(data.src_len, data.tgt_len, s.params.build.max_tokens, seed=cfg.seed * 10_000 + epoch)
+    groups = [batches[i:i + s.group] for i in range(0, s.steps_per_epoch * s.group, s.group)]
+    if state.batch == 0:
+        state.padding_ratio = padding_ratio(data.src_len, data.tgt_len, batches)
+    pin = s.device.type == "cuda"
+    bar = tqdm(range(state.batch, len(groups)), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+               disable=None if s.rank == 0 else True, initial=state.batch, total=len(groups))
+    tic = time.perf_counter()
+    for i in bar:
+        # every batch's loss is divided by the target tokens of the whole step (all processes)
+        step_tokens = sum(int(data.tgt_len[b].sum()) - len(b) for b in groups[i])
+        teacher = teacher_forcing(cfg, state.step, s.total_steps)
+        mine = groups[i][s.rank::s.world]
+        for j, idx in enumerate(mine):
+            b = {k: v.to(s.device, non_blocking=pin) for k, v in data.batch(idx, pin).items()}
+            sync = j == len(mine) - 1 or s.world == 1
+            with (contextlib.nullcontext() if sync else s.loss_module.no_sync()), autocast(s.device, cfg.amp):
+                loss, nll, n = s.loss_module(b["src"], b["src_len"], b["tgt"], cfg.label_smoothing, teacher)
+                (loss * s.world / step_tokens).backward()
+            state.epoch_loss += nll.item()
+            state.epoch_tokens += n
+            state.train_tokens += n * s.world
+        torch.nn.utils.clip_grad_norm_(s.model.parameters(), cfg.clip)
+        s.optimizer.step()
+        s.scheduler.step()
+        s.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.batch = i + 1
+        bar.set_postfix(loss=f"{state.epoch_loss / max(state.epoch_tokens, 1):.3f}", refresh=False)
+        if state.step % cfg.checkpoint_every == 0:
+            state.train_seconds += time.perf_counter() - tic
             tic = time.perf_counter()
-            for i in bar:
-                # every batch's loss is divided by the target tokens of the whole step (all processes)
-                step_tokens = sum(int(train_set.tgt_len[b].sum()) - len(b) for b in groups[i])
-                teacher = teacher_forcing(cfg, state["step"], total_steps)
-                mine = groups[i][rank::world]
-                for j, idx in enumerate(mine):
-                    b = {k: v.to(device, non_blocking=pin) for k, v in train_set.batch(idx, pin).items()}
-                    sync = j == len(mine) - 1 or world == 1
-                    with (contextlib.nullcontext() if sync else loss_module.no_sync()), autocast(device, cfg.amp):
-                        loss, nll, n = loss_module(b["src"], b["src_len"], b["tgt"], cfg.label_smoothing, teacher)
-                        (loss * world / step_tokens).backward()
-                    state["epoch_loss"] += nll.item()
-                    state["epoch_tokens"] += n
-                    state["train_tokens"] += n * world
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                state["step"] += 1
-                bar.set_postfix(loss=f"{state['epoch_loss'] / max(state['epoch_tokens'], 1):.3f}", refresh=False)
-                if state["step"] % cfg.checkpoint_every == 0:
-                    state["train_seconds"] += time.perf_counter() - tic
-                    tic = time.perf_counter()
-                    checkpoint(batch=i + 1)
-                if cfg.max_minutes and state["train_seconds"] + time.perf_counter() - tic > 60 * cfg.max_minutes:
-                    state["out_of_time"] = True
-                    break
-            state["train_seconds"] += time.perf_counter() - tic
+            s.save_checkpoint(state)
+        if cfg.max_minutes and _out_of_time(s, state.train_seconds + time.perf_counter() - tic):
+            state.out_of_time = True
+            break
+    state.train_seconds += time.perf_counter() - tic
 
-            train_loss = state["epoch_loss"] / max(state["epoch_tokens"], 1)
-            v_loss = valid_loss(model, valid_set, max_tokens, device, cfg.amp)
-            row = {"epoch": epoch + 1, "train_loss": train_loss, "train_ppl": math.exp(min(train_loss, 50)),
-                   "valid_loss": v_loss, "valid_ppl": math.exp(min(v_loss, 50)), "step": state["step"],
-                   "lr": scheduler.get_last_lr()[0],
-                   "teacher_forcing": teacher_forcing(cfg, state["step"], total_steps)}
-            if higher_is_better:
-                row["valid_bleu"] = valid_bleu(model, valid_set, paths, max_tokens, device)
-            score = row["valid_bleu"] if higher_is_better else v_loss
-            improved = score > state["best"] if higher_is_better else score < state["best"]
-            state["history"].append(row)
-            log.info("epoch %d: train loss %.4f (ppl %.2f), valid loss %.4f (ppl %.2f)%s", epoch + 1, train_loss,
-                     row["train_ppl"], v_loss, row["valid_ppl"],
-                     f", valid BLEU {row['valid_bleu']:.2f}" if higher_is_better else "")
-            if mlflow is not None:
-                mlflow.log_metrics({k: v for k, v in row.items() if k not in ("epoch", "step")}
-                                   | {"padding_ratio": state["padding_ratio"]}, step=epoch + 1)
-            if improved and rank == 0:
-                save_model(best, model, {"epoch": epoch + 1})
-            checkpoint(epoch=epoch + 1, batch=0, epoch_loss=0.0, epoch_tokens=0,
-                       best=score if improved else state["best"], stale=0 if improved else state["stale"] + 1)
-            if state.get("out_of_time"):
-                log.info("time budget of %s minutes used: stopping after epoch %d", cfg.max_minutes, epoch + 1)
-                break
-            if cfg.early_stopping and state["stale"] >= cfg.early_stopping:
-                log.info("early stopping: no better valid %s for %d epoch(s)", cfg.early_stopping_metric,
-                         state["stale"])
-                break
 
-        key = "valid_bleu" if higher_is_better else "valid_loss"
-        best_row = (max if higher_is_better else min)(state["history"], key=lambda r: r[key])
-        tokens_per_sec = state["train_tokens"] / max(state["train_seconds"], 1e-9)
-        metrics = {"train_loss": round(best_row["train_loss"], 4), "valid_loss": round(best_row["valid_loss"], 4),
-                   "valid_ppl": round(best_row["valid_ppl"], 3), "best_epoch": best_row["epoch"],
-                   "epochs": len(state["history"]), "steps": state["step"],
-                   "train_tokens_per_sec": round(tokens_per_sec, 1), "padding_ratio": round(state["padding_ratio"], 4)}
-        if rank == 0:
-            model.load_state_dict(torch.load(best, map_location=device, weights_only=True)["state_dict"])
-            extra = {"src_lang": params.data.src, "tgt_lang": params.data.tgt, "epoch": best_row["epoch"],
-                     "run_id": state["run_id"], "normalize": params.clean.normalize, "max_len": params.build.max_len,
-                     "korean_morphemes": params.clean.korean_morphemes}
-            save_model(paths.model / "model.pt", model, extra)
-            write_json(paths.metrics / "train.json", metrics)
-            assert mlflow is not None
+def _out_of_time(s: Session, seconds: float) -> bool:
+    """Whether the time budget is used; under DDP rank 0's clock decides for every rank, so all stop together."""
+    over = seconds > 60 * s.cfg.max_minutes
+    if s.world == 1:
+        return over
+    flag = torch.tensor([float(over)], device=s.device)
+    torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+# --- validation and the end of an epoch ------------------------------------------------------------
+
+
+def validate(s: Session, state: State, epoch: int) -> dict[str, float]:
+    """The epoch's row of metrics: train and valid loss/perplexity, LR, teacher forcing (and valid BLEU)."""
+    cfg = s.cfg
+    train_loss = state.epoch_loss / max(state.epoch_tokens, 1)
+    v_loss = valid_loss(s.model, s.valid_set, s.params.build.max_tokens, s.device, cfg.amp)
+    if not math.isfinite(v_loss):
+        raise PipelineError(f"the valid loss is {v_loss} after epoch {epoch + 1}: training diverged; "
+                            "lower train.lr or raise train.warmup_steps")
+    row = {"epoch": epoch + 1, "train_loss": train_loss, "train_ppl": math.exp(min(train_loss, 50)),
+           "valid_loss": v_loss, "valid_ppl": math.exp(min(v_loss, 50)), "step": state.step,
+           "lr": s.scheduler.get_last_lr()[0], "teacher_forcing": teacher_forcing(cfg, state.step, s.total_steps)}
+    if s.higher_is_better:
+        row["valid_bleu"] = valid_bleu(s.model, s.valid_set, s.paths.tokenizer, s.params.build.max_tokens, s.device)
+    log.info("epoch %d: train loss %.4f (ppl %.2f), valid loss %.4f (ppl %.2f)%s", epoch + 1, train_loss,
+             row["train_ppl"], v_loss, row["valid_ppl"],
+             f", valid BLEU {row['valid_bleu']:.2f}" if s.higher_is_better else "")
+    return row
+
+
+def end_epoch(s: Session, state: State, row: dict[str, float]) -> None:
+    """Record the epoch, keep the best weights, checkpoint, and reset the epoch's counters."""
+    score = row["valid_bleu"] if s.higher_is_better else row["valid_loss"]
+    improved = score > state.best if s.higher_is_better else score < state.best
+    state.history.append(row)
+    if s.mlflow is not None:
+        s.mlflow.log_metrics({k: v for k, v in row.items() if k not in ("epoch", "step")}
+                             | {"padding_ratio": state.padding_ratio}, step=int(row["epoch"]))
+    if improved and s.rank == 0:
+        with atomic_file(s.paths.checkpoints / "best.pt", "wb") as fh:
+            checkpoint.save_model(fh, s.model, {"epoch": int(row["epoch"])})
+    state.epoch, state.batch, state.epoch_loss, state.epoch_tokens = int(row["epoch"]), 0, 0.0, 0
+    state.best = score if improved else state.best
+    state.stale = 0 if improved else state.stale + 1
+    s.save_checkpoint(state)
+
+
+def should_stop(s: Session, state: State) -> bool:
+    if state.out_of_time:
+        log.info("time budget of %s minutes used: stopping after epoch %d", s.cfg.max_minutes, state.epoch)
+        return True
+    if s.cfg.early_stopping and state.stale >= s.cfg.early_stopping:
+        log.info("early stopping: no better valid %s for %d epoch(s)", s.cfg.early_stopping_metric, state.stale)
+        return True
+    return False
+
+
+# --- the end of training ---------------------------------------------------------------------------
+
+
+def finish(s: Session, state: State) -> dict[str, Any]:
+    """Write models/model.pt (the best epoch's weights), metrics/train.json and models/run.json."""
+    key = "valid_bleu" if s.higher_is_better else "valid_loss"
+    best_row = (max if s.higher_is_better else min)(state.history, key=lambda r: r[key])
+    tokens_per_sec = state.train_tokens / max(state.train_seconds, 1e-9)
+    metrics = {"train_loss": round(best_row["train_loss"], 4), "valid_loss": round(best_row["valid_loss"], 4),
+               "valid_ppl": round(best_row["valid_ppl"], 3), "best_epoch": best_row["epoch"],
+               "epochs": len(state.history), "steps": state.step,
+               "train_tokens_per_sec": round(tokens_per_sec, 1), "padding_ratio": round(state.padding_ratio, 4)}
+    if s.rank == 0:
+        params, paths, model, mlflow = s.params, s.paths, s.model, s.mlflow
+        best = torch.load(paths.checkpoints / "best.pt", map_location=s.device, weights_only=True)
+        model.load_state_dict(best["state_dict"])
+        extra = {"src_lang": params.data.src, "tgt_lang": params.data.tgt, "epoch": best_row["epoch"],
+                 "run_id": state.run_id, "normalize": params.clean.normalize, "max_len": params.build.max_len,
+                 "korean_morphemes": params.clean.korean_morphemes}
+        with stage_outputs() as outputs:  # in place only once MLflow has everything too
+            with outputs.open(paths.model / "model.pt", "wb") as fh:
+                checkpoint.save_model(fh, model, extra)
+            outputs.json(paths.metrics / "train.json", metrics)
+            outputs.json(paths.model / "run.json",
+                         {"run_id": state.run_id, "experiment_id": mlflow.get_run(state.run_id).info.experiment_id})
             mlflow.log_metrics({"best_valid_loss": best_row["valid_loss"], "train_tokens_per_sec": tokens_per_sec})
             mlflow.log_artifacts(str(paths.tokenizer), artifact_path="tokenizer")
             _log_model(mlflow, model.cpu())
-            write_json(paths.model / "run.json",
-                       {"run_id": state["run_id"], "experiment_id": active.info.experiment_id})
-            checkpoint(complete=True)
-    if world > 1:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    log.info("model: %s (best epoch %d, valid ppl %.2f, %.0f target tokens/s)", paths.model / "model.pt",
+        state.complete = True
+        s.save_checkpoint(state)
+    log.info("model: %s (best epoch %d, valid ppl %.2f, %.0f target tokens/s)", s.paths.model / "model.pt",
              best_row["epoch"], best_row["valid_ppl"], tokens_per_sec)
     return metrics
 
 
-def _log_model(mlflow: object, model: Seq2SeqBase) -> None:
+def _log_model(mlflow: Any, model: Seq2SeqBase) -> None:
     import mlflow.pytorch
 
     import pipeline
@@ -373,6 +453,32 @@ def _log_model(mlflow: object, model: Seq2SeqBase) -> None:
     # pickle, not the traced 'pt2' format: decoding loops over a data-dependent length
     mlflow.pytorch.log_model(model, name="model", pip_requirements=requirements, serialization_format="pickle",
                              code_paths=[str(Path(pipeline.__file__).parent)])
+
+
+def run(params: Params, paths: Paths) -> dict:
+    """Train the model; resume from checkpoints/last.pt when it matches."""
+    s = setup(params, paths)
+    state = resume(s)
+    s.paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    with start_tracking(s, state):
+        if state.step == 0:
+            s.save_checkpoint(state)  # from now on a killed run can be resumed, or ended, by its run id
+        s.model.train()
+        try:
+            for epoch in range(state.epoch, s.cfg.epochs):
+                train_epoch(s, state, epoch)
+                end_epoch(s, state, validate(s, state, epoch))
+                if should_stop(s, state):
+                    break
+            metrics = finish(s, state)
+        except KeyboardInterrupt:
+            if s.mlflow is not None:
+                s.mlflow.end_run("KILLED")
+            raise
+    if s.world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return metrics
 
 
 def main() -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import build, clean, download, embed, tokenize
-from pipeline.config import Params, Paths, load_params
+from pipeline import build, clean, download, embed, tokenizer
+from pipeline.config import Params, Paths, load_params, merged
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here for telemetry
 
@@ -25,18 +25,14 @@ TINY = {
     "embed": {"dim": 16, "epochs": 2},
     "build": {"max_tokens": 1500},
     "model": {"emb_dim": 16, "hidden": 32},
-    "train": {"epochs": 2, "checkpoint_every": 5, "experiment": "test"},
+    "train": {"epochs": 2, "lr": 0.01, "checkpoint_every": 5, "experiment": "test"},
     "evaluate": {"samples": 5, "heatmaps": 2},
 }
 
 
 def write_params(root: Path, overrides: dict | None = None) -> Path:
     """params.yaml in ``root``: the project's defaults with the tiny settings and ``overrides``."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in {**TINY}.items():
-        params[section] = {**params[section], **values}
-    for section, values in (overrides or {}).items():
-        params[section] = {**params.get(section, {}), **values}
+    params = merged(merged(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY), overrides or {})
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params, allow_unicode=True, sort_keys=False))
     return path
@@ -57,7 +53,7 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path
     root = tmp_path_factory.mktemp("tiny")
     params = load_params(write_params(root))
     paths = Paths(root)
-    for stage in (download, clean, tokenize, embed, build):
+    for stage in (download, clean, tokenizer, embed, build):
         stage.run(params, paths)
     return params, paths
 

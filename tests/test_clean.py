@@ -78,6 +78,7 @@ def test_everything_filtered_is_an_error_and_leaves_nothing(tmp_path):
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["raw"]
 
 
+@pytest.mark.slow  # loads kiwipiepy's model
 def test_korean_morphemes_split_the_source_only(tmp_path):
     pairs = [(f"나는 어제 도서관에서 책을 {i}권 읽었다", f"I read {i} books at the library") for i in range(200)]
     params, paths = _raw(tmp_path, pairs, korean_morphemes=True)

@@ -36,7 +36,7 @@ def test_cross_section_check(tmp_path):
     msg = _error(tmp_path, "embed:\n  dim: 64\nmodel:\n  emb_dim: 128\n")
     assert "model.emb_dim (128) must equal embed.dim (64)" in msg
     msg = _error(tmp_path, "model:\n  arch: transformer\n  hidden: 250\n  emb_dim: 250\n")
-    assert msg.endswith(":1: model: hidden (250) must be divisible by heads (4)")
+    assert msg.endswith(":1: model: hidden (250) must be divisible by transformer.heads (4)")
 
 
 def test_invalid_yaml_and_missing_file(tmp_path):
@@ -53,7 +53,7 @@ def test_custom_corpus_requires_files(tmp_path):
 
 def test_stage_cli_prints_one_line_and_exits_1(tmp_path):
     (tmp_path / "params.yaml").write_text("tokenize:\n  vocab_size: ten\n")
-    proc = subprocess.run([sys.executable, "-m", "pipeline.tokenize", "--params", str(tmp_path / "params.yaml"),
+    proc = subprocess.run([sys.executable, "-m", "pipeline.tokenizer", "--params", str(tmp_path / "params.yaml"),
                            "--root", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
@@ -61,8 +61,7 @@ def test_stage_cli_prints_one_line_and_exits_1(tmp_path):
 
 
 def test_set_params_keeps_comments_and_refuses_invalid_values(tmp_path):
-    from flows.pipeline import switch_corpus
-    from pipeline.config import set_params
+    from pipeline.config import set_params, switch_corpus
 
     path = tmp_path / "params.yaml"
     original = (ROOT / "params.yaml").read_text(encoding="utf-8")

@@ -3,17 +3,18 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import tokenize
+from pipeline import tokenizer
 from pipeline.common import PipelineError
 from pipeline.config import Embed, Paths, Tokenize, load_params
 from pipeline.data import load_split, padding_ratio, token_batches
-from pipeline.tokenize import BOS, EOS, PAD, UNK, load_tokenizers, train_tokenizer, unknown_rate
+from pipeline.tokenizer import train_tokenizer, unknown_rate
+from pipeline.vocab import BOS, EOS, PAD, UNK, load_tokenizers
 from tests.conftest import write_params
 
 
 def test_tokenizers_round_trip(tiny_project):
     _, paths = tiny_project
-    src_tok, tgt_tok = load_tokenizers(paths)
+    src_tok, tgt_tok = load_tokenizers(paths.tokenizer)
     examples = ((src_tok, "나는 어제 도서관에서 책을 읽었다."), (tgt_tok, "I read a book at the library yesterday."))
     for tok, text in examples:
         ids = tok.encode(text).ids
@@ -28,13 +29,13 @@ def test_joint_vocabulary(tmp_path, tiny_project):
     out = Paths(tmp_path)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "clean").symlink_to(paths.clean)
-    tokenize.run(joint, out)
+    tokenizer.run(joint, out)
     assert (out.tokenizer / "src.json").read_text() == (out.tokenizer / "tgt.json").read_text()
 
 
 def test_embeddings_fit_the_vocabularies(tiny_project):
     params, paths = tiny_project
-    src_tok, tgt_tok = load_tokenizers(paths)
+    src_tok, tgt_tok = load_tokenizers(paths.tokenizer)
     for side, tok in (("src", src_tok), ("tgt", tgt_tok)):
         m = np.load(paths.embeddings / f"{side}.npy")
         assert m.shape == (tok.get_vocab_size(), params.embed.dim) and m.dtype == np.float32

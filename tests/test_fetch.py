@@ -5,13 +5,15 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import shutil
 import tarfile
+import time
 import zipfile
 
 import pytest
 
-from pipeline import clean, download, fetch, tokenize
+from pipeline import clean, download, fetch, tokenizer
 from pipeline.common import PipelineError
 from pipeline.config import Paths, load_params
 from tests.conftest import SHARED, write_params
@@ -42,6 +44,7 @@ def _good_raw(root):
 
 
 @needs_shared
+@pytest.mark.slow
 def test_multi30k_through_the_mirror_then_clean_and_tokenize(tmp_path, http_server, monkeypatch):
     monkeypatch.setenv("NMT_DATA_MIRROR", http_server(CORPORA))
     params, paths = _project(tmp_path, {"corpus": "multi30k", "src": "de", "tgt": "en"})
@@ -51,7 +54,7 @@ def test_multi30k_through_the_mirror_then_clean_and_tokenize(tmp_path, http_serv
     report = clean.run(params, paths)
     assert report["splits"]["train"] >= 28500
     assert report["splits"]["test"] == 1000 - report["removed"].get("test_source_in_train", 0)
-    sizes = tokenize.run(params, paths)
+    sizes = tokenizer.run(params, paths)
     assert sizes["src_vocab"] == sizes["tgt_vocab"] == params.tokenize.vocab_size
 
 
@@ -81,7 +84,8 @@ def test_ko_en_news_archives_through_the_mirror(tmp_path, http_server, monkeypat
     report = clean.run(params, paths)
     assert report["splits"]["train"] > 1800
     assert 0 < report["removed"]["wrong_script"] < 100  # the news corpus has some misaligned, English-only lines
-    assert tokenize.run(params, paths)["src_vocab"] >= params.tokenize.vocab_size  # the Hangul alphabet alone is larger
+    # the Hangul alphabet alone is larger than the vocabulary asked for
+    assert tokenizer.run(params, paths)["src_vocab"] >= params.tokenize.vocab_size
 
     # the cache now holds the archives: offline works, and a cold cache offline fails clearly
     params, paths = _project(tmp_path / "p", {"corpus": "ko-en-news", "offline": True})
@@ -120,7 +124,23 @@ def test_interrupted_download_resumes_with_a_range_request(tmp_path, http_server
     path, _ = fetch.fetch(url, hashlib.sha256(body).hexdigest())
     assert seen == [None, f"bytes={len(body) // 2}-"]
     assert path.read_bytes() == body and path.parent == fetch.cache_dir()
-    assert fetch.fetch(url)[0] == path and len(seen) == 2  # second call: from the cache, no request
+    # pinned by sha256 and already cached: nothing upstream can change it, so no request at all
+    assert fetch.fetch(url, hashlib.sha256(body).hexdigest())[0] == path and len(seen) == 2
+
+
+def test_cached_download_is_revalidated_and_a_changed_upstream_file_replaces_it(tmp_path, http_server):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "a.txt").write_text("first\n")
+    url = f"{http_server(site)}/a.txt"
+    path, first = fetch.fetch(url)
+    assert path.read_text() == "first\n"
+    assert fetch.fetch(url) == (path, first)  # 304 Not Modified: the cached copy
+    (site / "a.txt").write_text("second\n")
+    later = time.time() + 10  # Last-Modified has a one-second resolution
+    os.utime(site / "a.txt", (later, later))
+    path, second = fetch.fetch(url)
+    assert path.read_text() == "second\n" and second != first
 
 
 def test_bad_checksum_from_http_is_not_cached(tmp_path, http_server):

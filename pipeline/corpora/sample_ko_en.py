@@ -382,14 +382,8 @@ def _object(rng: random.Random, category: str) -> tuple[str, str]:
     return ko, en
 
 
-def sentence_pair(rng: random.Random) -> tuple[str, str]:
-    """One random (Korean, English) sentence pair."""
-    ko_verb, en_verb, frame, category, companion_ok = rng.choice(VERBS)
-    tense = rng.choice(TENSES)
-    level = rng.choice(LEVELS)
-    question = rng.random() < 0.2
-    negative = rng.random() < 0.25
-
+def _subject(rng: random.Random, level: str, question: bool) -> tuple[str, str, bool]:
+    """(Korean subject with its particle, English subject, third person singular)."""
     subjects = [s for s in SUBJECTS if (s[1] if level != "plain" else s[0])]
     if question:  # asking about oneself reads oddly; keep questions to other people
         subjects = [s for s in subjects if s[2] != "I"]
@@ -398,49 +392,64 @@ def sentence_pair(rng: random.Random) -> tuple[str, str]:
     subj_ko = particle(subj_ko, "은", "는") if rng.random() < 0.7 else particle(subj_ko, "이", "가")
     if subj_ko in ("나가", "저가", "너가"):  # the subject forms of 나/저/너 are 내가/제가/네가
         subj_ko = {"나가": "내가", "저가": "제가", "너가": "네가"}[subj_ko]
+    return subj_ko, subj_en, third
+
+
+def _companion(rng: random.Random, ko: list[str]) -> str:
+    comp = rng.choice(COMPANIONS)
+    ko.append(particle(comp[0], "과", "와") + rng.choice([" 함께", " 같이"]))
+    return comp[1]
+
+
+def _motion(rng: random.Random, frame: str, companion_ok: bool, ko: list[str]) -> list[str]:
+    """Going somewhere: (with someone) (by some means) to a place. Appends the Korean, returns the English."""
+    place = rng.choice(PLACES)
+    companion_en = _companion(rng, ko) if companion_ok and rng.random() < 0.3 else ""
+    transport_en = ""
+    if frame == "move" and rng.random() < 0.4:
+        vehicle = rng.choice(TRANSPORT)
+        ko.append(instrumental(vehicle[0]))
+        transport_en = vehicle[1]
+    ko.append(place[0] + "에")
+    return [place[2], transport_en, companion_en]
+
+
+def _action(rng: random.Random, frame: str, category: str, companion_ok: bool, ko: list[str]) -> list[str]:
+    """Doing something: (at a place) (with someone) (with a tool) (an object). Appends the Korean."""
+    place_en = ""
+    if rng.random() < 0.6:
+        place = rng.choice(PLACES)
+        ko.append(place[0] + "에서")
+        place_en = place[1]
+    companion_en = _companion(rng, ko) if companion_ok and rng.random() < 0.25 else ""
+    object_en = instrument_en = ""
+    if frame == "trans":
+        if category in ("writing", "draw") and rng.random() < 0.3:
+            tool = rng.choice(INSTRUMENTS)
+            ko.append(instrumental(tool[0]))
+            instrument_en = tool[1]
+        obj_ko, object_en = _object(rng, category)
+        ko.append(particle(obj_ko, "을", "를"))
+    return [object_en, place_en, instrument_en, companion_en]
+
+
+def sentence_pair(rng: random.Random) -> tuple[str, str]:
+    """One random (Korean, English) sentence pair."""
+    ko_verb, en_verb, frame, category, companion_ok = rng.choice(VERBS)
+    tense = rng.choice(TENSES)
+    level = rng.choice(LEVELS)
+    question = rng.random() < 0.2
+    negative = rng.random() < 0.25
+    subj_ko, subj_en, third = _subject(rng, level, question)
 
     ko: list[str] = [subj_ko]
-    en_tail: list[str] = []
     time = rng.choice(TIMES[tense]) if rng.random() < 0.8 else None
     if time:
         ko.append(time[0])
-
     if frame in ("move", "walk"):
-        place = rng.choice(PLACES)
-        if companion_ok and rng.random() < 0.3:
-            comp = rng.choice(COMPANIONS)
-            ko.append(particle(comp[0], "과", "와") + rng.choice([" 함께", " 같이"]))
-            companion_en = comp[1]
-        else:
-            companion_en = ""
-        transport_en = ""
-        if frame == "move" and rng.random() < 0.4:
-            vehicle = rng.choice(TRANSPORT)
-            ko.append(instrumental(vehicle[0]))
-            transport_en = vehicle[1]
-        ko.append(place[0] + "에")
-        en_tail += [place[2], transport_en, companion_en]
+        en_tail = _motion(rng, frame, companion_ok, ko)
     else:
-        place_en = ""
-        if rng.random() < 0.6:
-            place = rng.choice(PLACES)
-            ko.append(place[0] + "에서")
-            place_en = place[1]
-        companion_en = ""
-        if companion_ok and rng.random() < 0.25:
-            comp = rng.choice(COMPANIONS)
-            ko.append(particle(comp[0], "과", "와") + rng.choice([" 함께", " 같이"]))
-            companion_en = comp[1]
-        object_en = instrument_en = ""
-        if frame == "trans":
-            if category in ("writing", "draw") and rng.random() < 0.3:
-                tool = rng.choice(INSTRUMENTS)
-                ko.append(instrumental(tool[0]))
-                instrument_en = tool[1]
-            obj_ko, object_en = _object(rng, category)
-            ko.append(particle(obj_ko, "을", "를"))
-        en_tail += [object_en, place_en, instrument_en, companion_en]
-
+        en_tail = _action(rng, frame, category, companion_ok, ko)
     if negative:
         ko.append(ko_verb.negate(tense, level, question, long_form=rng.random() < 0.5))
     else:

@@ -1,5 +1,9 @@
 """What every model shares: its config, the loss, and the step interface that decoding uses.
 
+Each architecture's constructor takes its own frozen dataclass (``RNNConfig``,
+``TransformerConfig``), built by the train stage from the validated ``model`` section of
+params.yaml; the dataclasses have no defaults and no checks of their own, so nothing is kept twice.
+
 A model implements
   ``forward(src, src_len, tgt_in) -> logits [B, T, V], attention [B, T, S] | None`` (teacher forcing),
   ``encode(src, src_len) -> memory`` and ``start(memory) -> state``,
@@ -10,43 +14,14 @@ them with one ``index_select`` per tensor.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.tokenize import PAD
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    src_vocab: int
-    tgt_vocab: int
-    arch: str = "rnn"  # rnn | transformer
-    emb_dim: int = 128
-    hidden: int = 256
-    dropout: float = 0.1
-    # rnn
-    cell: str = "gru"  # gru | lstm
-    layers: int = 1
-    bidirectional: bool = True
-    attention: str = "bahdanau"  # none | bahdanau | luong_dot | luong_general | luong_concat
-    input_feeding: bool = True  # luong: feed the attentional state back into the next step
-    # transformer
-    heads: int = 4
-    ff_dim: int = 1024
-    enc_layers: int = 3
-    dec_layers: int = 3
-    positions: str = "sinusoidal"  # sinusoidal | learned
-    norm: str = "pre"  # pre | post
-    tie_embeddings: bool = False  # decoder input = output embedding (and the encoder's, with a joint vocab)
-    max_positions: int = 512
-    joint_vocab: bool = False  # source and target share one tokenizer
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from pipeline.vocab import PAD
 
 
 def map_tensors(obj: Any, fn: Any) -> Any:
@@ -61,7 +36,14 @@ def map_tensors(obj: Any, fn: Any) -> Any:
 
 
 class Seq2SeqBase(nn.Module):
-    cfg: ModelConfig
+    """Each architecture names itself (``arch``) and keeps the dataclass it was built from (``cfg``);
+    ``config_dict()`` is what a model file stores to rebuild it."""
+
+    arch: str
+    cfg: Any
+
+    def config_dict(self) -> dict:
+        return {"arch": self.arch, **asdict(self.cfg)}
 
     def encode(self, src: Tensor, src_len: Tensor) -> dict:
         raise NotImplementedError

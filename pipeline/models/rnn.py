@@ -18,13 +18,30 @@ the loop: attention keys, the embedding part of the input gates and the whole ou
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from pipeline.models.attention import Attention
-from pipeline.models.base import ModelConfig, Seq2SeqBase
-from pipeline.tokenize import PAD
+from pipeline.models.base import Seq2SeqBase
+from pipeline.vocab import PAD
+
+
+@dataclass(frozen=True)
+class RNNConfig:
+    src_vocab: int
+    tgt_vocab: int
+    emb_dim: int
+    hidden: int  # decoder state and annotation size (hidden/2 per direction of a bidirectional encoder)
+    dropout: float
+    cell: str  # gru | lstm
+    layers: int
+    bidirectional: bool
+    attention: str  # none | bahdanau | luong_dot | luong_general | luong_concat
+    input_feeding: bool  # luong_*: feed the attentional state h~ back into the next step
+
 
 RNN = {"gru": nn.GRU, "lstm": nn.LSTM}
 GATES = {"gru": 3, "lstm": 4}
@@ -72,12 +89,12 @@ class StackedCell(nn.Module):
 
 
 class RNNSeq2Seq(Seq2SeqBase):
-    def __init__(self, cfg: ModelConfig):
+    arch = "rnn"
+
+    def __init__(self, cfg: RNNConfig):
         super().__init__()
         self.cfg = cfg
         H, E = cfg.hidden, cfg.emb_dim
-        if cfg.bidirectional and H % 2:
-            raise ValueError("model.hidden must be even for a bidirectional encoder")
         self.src_embed = nn.Embedding(cfg.src_vocab, E, padding_idx=PAD)
         self.tgt_embed = nn.Embedding(cfg.tgt_vocab, E, padding_idx=PAD)
         self.encoder = RNN[cfg.cell](E, H // 2 if cfg.bidirectional else H, cfg.layers, batch_first=True,

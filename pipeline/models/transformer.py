@@ -11,20 +11,36 @@ positions from seeing it, and padded positions are ignored by the loss).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.models.base import ModelConfig, Seq2SeqBase
-from pipeline.tokenize import PAD
+from pipeline.models.base import Seq2SeqBase
+from pipeline.vocab import PAD
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    src_vocab: int
+    tgt_vocab: int
+    hidden: int  # d_model, also the embedding size
+    dropout: float
+    heads: int
+    ff_dim: int
+    enc_layers: int
+    dec_layers: int
+    positions: str  # sinusoidal | learned
+    norm: str  # pre | post
+    tie_embeddings: bool  # output projection = target embeddings (= source embeddings too, with joint_vocab)
+    max_positions: int
+    joint_vocab: bool  # source and target share one tokenizer
 
 
 class MultiHeadAttention(nn.Module):
     def __init__(self, d: int, heads: int, dropout: float):
         super().__init__()
-        if d % heads:
-            raise ValueError(f"model.hidden ({d}) must be divisible by model.heads ({heads})")
         self.heads, self.dropout = heads, dropout
         self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
 
@@ -54,7 +70,7 @@ class MultiHeadAttention(nn.Module):
 
 
 class Layer(nn.Module):
-    def __init__(self, cfg: ModelConfig, cross: bool):
+    def __init__(self, cfg: TransformerConfig, cross: bool):
         super().__init__()
         d = cfg.hidden
         self.pre = cfg.norm == "pre"
@@ -83,10 +99,10 @@ class Layer(nn.Module):
 
 
 class TransformerSeq2Seq(Seq2SeqBase):
-    def __init__(self, cfg: ModelConfig):
+    arch = "transformer"
+
+    def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        if cfg.emb_dim != cfg.hidden:
-            raise ValueError(f"transformer: model.emb_dim ({cfg.emb_dim}) must equal model.hidden ({cfg.hidden})")
         self.cfg = cfg
         d = cfg.hidden
         self.src_embed = nn.Embedding(cfg.src_vocab, d, padding_idx=PAD)

@@ -1,5 +1,8 @@
 """Stage ``tokenize``: train subword tokenizers (HF ``tokenizers``) on the cleaned train split.
 
+(The module is not called ``tokenize.py``: run from inside ``pipeline/`` it would shadow the
+standard library's ``tokenize``.)
+
 Writes ``data/tokenizer/src.json`` and ``tgt.json``; with ``joint: true`` both files hold the same
 tokenizer, trained on both sides, so every consumer can load "the source" and "the target"
 tokenizer the same way. Metaspace pre-tokenisation keeps word boundaries in the tokens, so decoding
@@ -20,13 +23,13 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from pipeline.common import PipelineError, atomic_file, stage_main, write_json
+from pipeline.cli import stage_main
+from pipeline.common import PipelineError, stage_outputs
 from pipeline.config import Params, Paths, Tokenize
+from pipeline.vocab import SPECIALS, UNK
 
 log = logging.getLogger(__name__)
 
-SPECIALS = ["<pad>", "<unk>", "<s>", "</s>"]
-PAD, UNK, BOS, EOS = range(4)
 BYTES = [f"<0x{b:02X}>" for b in range(256)]
 
 
@@ -95,15 +98,6 @@ def _lines(path: Path) -> Iterator[str]:
             yield line.rstrip("\n")
 
 
-def load_tokenizers(paths: Paths) -> tuple[Tokenizer, Tokenizer]:
-    """The (source, target) tokenizers written by this stage."""
-    files = [paths.tokenizer / "src.json", paths.tokenizer / "tgt.json"]
-    for f in files:
-        if not f.exists():
-            raise PipelineError(f"{f} not found; run the tokenize stage first")
-    return Tokenizer.from_file(str(files[0])), Tokenizer.from_file(str(files[1]))
-
-
 def run(params: Params, paths: Paths) -> dict:
     """Train the subword tokenizer(s) on data/clean/train.*."""
     cfg, src, tgt = params.tokenize, params.data.src, params.data.tgt
@@ -116,17 +110,17 @@ def run(params: Params, paths: Paths) -> dict:
         tokenizers = {"src": joint, "tgt": joint}
     else:
         tokenizers = {side: train_tokenizer(_lines(train[lang]), cfg) for side, lang in (("src", src), ("tgt", tgt))}
-    paths.tokenizer.mkdir(parents=True, exist_ok=True)
-    for side, tok in tokenizers.items():
-        with atomic_file(paths.tokenizer / f"{side}.json", encoding="utf-8") as fh:
-            fh.write(tok.to_str())
     report: dict = {"model": cfg.model, "joint": cfg.joint, "byte_fallback": cfg.byte_fallback}
     for side, lang in (("src", src), ("tgt", tgt)):  # unknown policy, measured on held-out text
         held_out = list(itertools.islice(_lines(paths.clean / f"valid.{lang}"), 5000))
         unk, length = unknown_rate(tokenizers[side], held_out)
         report |= {f"{side}_vocab": tokenizers[side].get_vocab_size(), f"{side}_unk_rate": round(unk, 5),
                    f"{side}_tokens_per_sentence": round(length, 2)}
-    write_json(paths.metrics / "tokenize.json", report)
+    with stage_outputs() as outputs:
+        out = outputs.dir(paths.tokenizer)
+        for side, tok in tokenizers.items():
+            (out / f"{side}.json").write_text(tok.to_str(), encoding="utf-8")
+        outputs.json(paths.metrics / "tokenize.json", report)
     log.info("tokenizer: %s", report)
     return report
 

@@ -1,0 +1,78 @@
+"""The thin command line every stage shares: ``python -m pipeline.<stage> [--params params.yaml] [--root .]``.
+
+A stage's whole log, tracebacks included, goes to ``logs/<stage>.log``; the console gets progress and
+a summary, and a failure ends with exactly one line on stderr:
+
+    error: <stage>: <what went wrong, where, and what to do>
+
+Exit status: 0 done, 1 a problem the user can fix, 75 (EX_TEMPFAIL) a transient failure that a retry
+may get past, 70 (EX_SOFTWARE) a bug (the traceback is in the log file the line names).
+
+Apart from ``common`` because it needs the config, and the config needs ``common``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.common import PipelineError, TransientError, setup_logging
+from pipeline.config import Paths, load_params
+
+log = logging.getLogger("pipeline")
+
+EXIT_ERROR, EXIT_SOFTWARE, EXIT_TRANSIENT = 1, 70, 75
+
+
+def log_to_file(path: Path) -> logging.FileHandler:
+    """Send the log to ``path`` as well (replacing the previous run's log)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def failure(exc: BaseException, log_file: Path) -> tuple[str, int]:
+    """The one line that reports ``exc``, and the exit status that goes with it."""
+    if isinstance(exc, TransientError):
+        return f"{exc}; a later run may succeed", EXIT_TRANSIENT
+    if isinstance(exc, PipelineError):
+        return str(exc), EXIT_ERROR
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        where = f" writing {exc.filename}" if exc.filename else ""
+        return (f"disk full{where} ({exc.strerror}); the previous outputs are kept: free some space and rerun",
+                EXIT_ERROR)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted; the previous outputs are kept (training resumes from its last checkpoint)", 130
+    return f"unexpected {type(exc).__name__}: {exc} (traceback in {log_file})", EXIT_SOFTWARE
+
+
+def stage_main(name: str, run: Callable[..., Any], argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m pipeline.{name}", description=run.__doc__)
+    parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    parser.add_argument("--root", default=".", help="the project root holding data/ and models/")
+    args = parser.parse_args(argv)
+    paths = Paths(Path(args.root))
+    setup_logging()
+    log_file = paths.logs / f"{name}.log"
+    file_log = log_to_file(log_file)
+    start = time.perf_counter()
+    try:
+        params = load_params(args.params)
+        run(params, paths)
+    except (Exception, KeyboardInterrupt) as exc:
+        line, status = failure(exc, log_file)
+        file_log.stream.write("".join(traceback.format_exception(exc)))  # the traceback: in the file only
+        file_log.stream.write(f"error: {name}: {line}\n")
+        file_log.flush()
+        print(f"error: {name}: {line}", file=sys.stderr)
+        sys.exit(status)
+    log.info("%s finished in %.1fs", name, time.perf_counter() - start)
