@@ -6,7 +6,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: help install pipeline repro test lint ui serve clean-outputs
+.PHONY: help install pipeline repro promote test lint ui serve serve-model
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,12 @@ pipeline: $(STAMP)  ## run the whole pipeline (Prefect flow over the DVC stages)
 repro: $(STAMP)  ## the same stages through `dvc repro` (a failure ends with one line)
 	$(PY) -m flows.dvc
 
+promote: $(STAMP)  ## give the last registered model @champion if it beats the current one
+	$(PY) -m pipeline.promote
+
+serve-model: $(STAMP)  ## serve models:/<name>@champion over HTTP on 127.0.0.1:5001 (POST /invocations)
+	$(PY) -m pipeline.serving
+
 test: $(STAMP)  ## lint, then the test suite
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
@@ -39,5 +45,5 @@ lint: $(STAMP)  ## ruff only
 ui: $(STAMP)  ## the MLflow UI on http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
 
-serve: $(STAMP)  ## scheduled Prefect runs (daily at 03:00; set PREFECT_API_URL to a Prefect server)
-	$(PY) -m flows.pipeline --serve
+serve: $(STAMP)  ## scheduled runs (CRON="0 3 * * *"); starts a local Prefect server unless PREFECT_API_URL is set
+	$(PY) -m flows.pipeline --serve $(if $(CRON),--cron "$(CRON)")

@@ -10,22 +10,28 @@ cache: whatever one of them built, the others reuse.
   retry may help (exit status 75: a network error or a server's 5xx), once, after
   ``$NMT_RETRY_DELAY`` seconds (default 30); never a 404, a checksum mismatch or bad params.
 * One run at a time per project: a second one stops at once with one line.
+* After the stages, the newly registered model becomes ``@champion`` only if it beats the current one
+  (``pipeline/promote.py``); the summary (stages, scores, model URI, promotion) is also a Prefect
+  markdown artifact.
 
     python -m flows.pipeline                        # run once (ephemeral Prefect, no server)
     python -m flows.pipeline --force                # rerun every stage
-    python -m flows.pipeline --serve --cron "0 3 * * *"   # scheduled runs (needs a Prefect server)
+    python -m flows.pipeline --serve --cron "0 3 * * *"   # scheduled runs until Ctrl-C (`make serve`)
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import fcntl
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,7 +72,7 @@ def _transient(task, task_run, state) -> bool:
 
 
 @task(retries=1, retry_delay_seconds=float(os.environ.get("NMT_RETRY_DELAY", 30)), retry_condition_fn=_transient)
-def run_stage(name: str, root: str, force: bool = False):
+def run_stage(name: str, root: str, force: bool = False):  # -> a summary dict, or a Failed state
     """Reproduce one DVC stage if it is stale; report whether it ran."""
     logger = get_run_logger()
     start = time.perf_counter()
@@ -80,6 +86,23 @@ def run_stage(name: str, root: str, force: bool = False):
         status = "unchanged" if before and before == lock_entry(Path(root), name) else "ran"
     logger.info("stage %s: %s (%.1fs)", name, status, seconds)
     return {"stage": name, "status": status, "seconds": seconds}
+
+
+@task
+def promote(root: str):  # -> the decision, or a Failed state
+    """Give the newly registered model @champion if it beats the current one (see pipeline/promote.py)."""
+    from pipeline import promote as promotion
+    from pipeline.common import PipelineError
+    from pipeline.config import Paths, load_params
+
+    paths = Paths(Path(root))
+    try:
+        decision = promotion.run(load_params(paths.root / "params.yaml"), paths)
+    except PipelineError as exc:
+        line = f"error: promote: {exc}"
+        return Failed(message=line, data=StageFailed(line, transient=False))
+    get_run_logger().info("promotion: %s (%s)", decision["decision"], decision["reason"])
+    return decision
 
 
 @contextlib.contextmanager
@@ -104,13 +127,17 @@ def one_run_at_a_time(root: Path) -> Iterator[None]:
 
 def summary_markdown(summary: dict) -> str:
     rows = "\n".join(f"| {s['stage']} | {s['status']} | {s['seconds']:.1f} |" for s in summary["stages"])
-    scores = (f"**BLEU {summary['bleu']:.2f}, chrF {summary['chrf']:.2f}**" if "bleu" in summary
-              else f"**failed**: {summary.get('error', '')}")
-    return f"# NMT pipeline\n\n{scores}\n\n| stage | status | seconds |\n|---|---|---:|\n{rows}\n"
+    if "error" in summary:
+        head = f"**failed**: {summary['error']}"
+    else:
+        promotion = summary["promotion"]
+        head = (f"**BLEU {summary['bleu']:.2f}, chrF {summary['chrf']:.2f}**; model {summary['model_uri']}\n\n"
+                f"promotion: **{promotion['decision']}**: {promotion['reason']}")
+    return f"# NMT pipeline\n\n{head}\n\n| stage | status | seconds |\n|---|---|---:|\n{rows}\n"
 
 
 @flow(name="nmt-pipeline")
-def nmt_pipeline(root: str = ".", force: bool = False):
+def nmt_pipeline(root: str = ".", force: bool = False):  # -> the summary, or a Failed state
     """Run the whole NMT pipeline through DVC and return a summary."""
     from prefect.artifacts import create_markdown_artifact
 
@@ -130,18 +157,77 @@ def nmt_pipeline(root: str = ".", force: bool = False):
                 if state.is_failed():
                     raise StageFailed(state.message or f"error: {name}: failed", transient=False)
                 summary["stages"].append(state.result())
+            state = promote(root, return_state=True)
+            if state.is_failed():
+                raise StageFailed(state.message or "error: promote: failed", transient=False)
+            summary["promotion"] = state.result()
     except (PipelineError, StageFailed) as exc:
         line = str(exc) if isinstance(exc, StageFailed) else f"error: params: {exc}"
         summary["error"] = line
         create_markdown_artifact(summary_markdown(summary), key="nmt-pipeline-summary")
         return Failed(message=line, data=PipelineError(line))
     metrics = json.loads((paths.metrics / "eval.json").read_text())
-    summary |= {"bleu": metrics["bleu"], "chrf": metrics["chrf"], "model": str(paths.model / "model.pt")}
+    summary |= {"bleu": metrics["bleu"], "chrf": metrics["chrf"], "model": str(paths.model / "model.pt"),
+                "model_uri": metrics.get("model_uri", "(not registered)")}
     ran = [s["stage"] for s in summary["stages"] if s["status"] == "ran"]
-    logger.info("ran: %s; cached: %d stage(s); BLEU %.2f, chrF %.2f; model %s", ", ".join(ran) or "nothing",
-                len(summary["stages"]) - len(ran), summary["bleu"], summary["chrf"], summary["model"])
+    logger.info("ran: %s; cached: %d stage(s); BLEU %.2f, chrF %.2f; %s; promotion: %s",
+                ", ".join(ran) or "nothing", len(summary["stages"]) - len(ran), summary["bleu"], summary["chrf"],
+                summary["model_uri"], summary["promotion"]["decision"])
     create_markdown_artifact(summary_markdown(summary), key="nmt-pipeline-summary")
     return summary
+
+
+def _start_local_server(root: Path, port: int) -> tuple[subprocess.Popen, str]:
+    """``prefect server start`` on 127.0.0.1, its log in logs/prefect-server.log; (process, API URL)."""
+    url = f"http://127.0.0.1:{port}/api"
+    with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2):
+        raise StageFailed(f"error: serve: something already answers on port {port}; if it is a Prefect server, "
+                          f"use it: PREFECT_API_URL={url} make serve", transient=False)
+    log_file = root / "logs" / "prefect-server.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    server = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=open(log_file, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise StageFailed(f"error: serve: the Prefect server did not start (see {log_file})", transient=False)
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/health", timeout=2):
+            return server, url
+        time.sleep(0.5)
+    server.terminate()
+    raise StageFailed(f"error: serve: the Prefect server did not answer within 2 minutes (see {log_file})",
+                      transient=False)
+
+
+def serve(root: Path, cron: str, interval: float | None, port: int) -> None:
+    """Run the flow on a schedule until Ctrl-C. Schedules need a Prefect server: the one in
+    PREFECT_API_URL, or else a local one started here (and stopped on the way out)."""
+    from prefect.schedules import Cron, Interval
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url, server = PREFECT_API_URL.value(), None
+    try:
+        if not url:
+            server, url = _start_local_server(root, port)
+        if interval:  # the first run right away, then every `interval` seconds
+            soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=5)
+            schedule, when = Interval(interval, anchor_date=soon), f"now and every {interval:g} s"
+        else:
+            schedule, when = Cron(cron), f"on cron '{cron}'"
+        with temporary_settings({PREFECT_API_URL: url}):
+            print(f"serving nmt-pipeline {when} from {url} (UI: {url.removesuffix('/api')}); Ctrl-C stops",
+                  file=sys.stderr)
+            # one run at a time: a retraining that outlasts the interval delays the next run, never overlaps it
+            nmt_pipeline.serve(name="nmt-pipeline-scheduled", parameters={"root": str(root)}, schedules=[schedule],
+                               global_limit=1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None:
+            server.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.wait(30)
+    print("stopped", file=sys.stderr)
 
 
 def print_summary(summary: dict) -> None:
@@ -154,11 +240,13 @@ def print_summary(summary: dict) -> None:
     table.add_column("seconds", justify="right")
     for s in summary["stages"]:
         table.add_row(s["stage"], s["status"], f"{s['seconds']:.1f}")
-    console = Console()
+    console = Console(soft_wrap=True)
     console.print(table)
     console.print(f"BLEU {summary['bleu']:.2f}  chrF {summary['chrf']:.2f}  (metrics/eval.json, `dvc metrics show`)")
-    console.print(f"model: {summary['model']}   samples: reports/samples.tsv   MLflow: {summary['mlflow']}")
-    console.print('try: translate "나는 어제 도서관에서 책을 읽었다"')
+    console.print(f"model: {summary['model']} = {summary['model_uri']}   samples: reports/samples.tsv")
+    promotion = summary["promotion"]
+    console.print(f"promotion: {promotion['decision']}: {promotion['reason']}")
+    console.print(f"MLflow: {summary['mlflow']} (make ui)   serve the champion: make serve-model")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -167,21 +255,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="rerun every stage, stale or not")
     parser.add_argument("--corpus", help="switch data.corpus in params.yaml first (and src/tgt for a registry "
                                          "corpus), e.g. multi30k")
-    parser.add_argument("--serve", action="store_true", help="serve the flow on a schedule instead of running it")
+    parser.add_argument("--serve", action="store_true", help="run the flow on a schedule until Ctrl-C")
     parser.add_argument("--cron", default="0 3 * * *", help="schedule for --serve (default: daily at 03:00)")
+    parser.add_argument("--interval", type=float, help="for --serve: every this many seconds instead of --cron")
+    parser.add_argument("--port", type=int, default=4200, help="for --serve without PREFECT_API_URL: the port of "
+                                                                "the local Prefect server started (default 4200)")
     args = parser.parse_args(argv)
-    if args.serve:
-        nmt_pipeline.serve(name="nmt-pipeline-scheduled", cron=args.cron,
-                           parameters={"root": str(Path(args.root).resolve())})
-        return
     from pipeline.common import PipelineError
-    from pipeline.config import switch_corpus
+    from pipeline.config import load_params, switch_corpus
 
     try:
         if args.corpus:
             switch_corpus(Path(args.root) / "params.yaml", args.corpus)
+        if args.serve:
+            load_params(Path(args.root) / "params.yaml")
+            serve(Path(args.root).resolve(), args.cron, args.interval, args.port)
+            return
     except PipelineError as exc:
         print(f"error: params: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except StageFailed as exc:
+        print(exc, file=sys.stderr)
         sys.exit(1)
     state = nmt_pipeline(root=args.root, force=args.force, return_state=True)
     logging.getLogger("prefect").setLevel(logging.WARNING)  # its "stopping temporary server" would come last

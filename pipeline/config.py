@@ -230,12 +230,21 @@ class Train(Section):
 
 
 class Evaluate(Section):
-    beam_size: PositiveInt = 1  # 1 = greedy
+    """Decoding (the same for evaluate, ``translate`` and the served model) and what evaluate reports."""
+
+    beam_size: PositiveInt = 5  # 1 = greedy
     length_penalty: Annotated[float, Field(ge=0.0)] = 1.0  # GNMT alpha
     max_len_a: Annotated[float, Field(gt=0.0)] = 1.5  # hypothesis length limit: a * source length + b
     max_len_b: PositiveInt = 10
     samples: Annotated[int, Field(ge=0)] = 50
     heatmaps: Annotated[int, Field(ge=0)] = 4  # attention heatmaps logged to MLflow
+
+
+class Registry(Section):
+    """The MLflow Model Registry: evaluate registers every model there; promotion moves ``@champion``."""
+
+    model_name: str | None = None  # default nmt-<corpus>-<src>-<tgt>, e.g. nmt-multi30k-de-en
+    criterion: Literal["auto", "bleu", "chrf"] = "auto"  # auto: chrF for Chinese/Japanese/Korean targets, else BLEU
 
 
 class Params(Section):
@@ -247,6 +256,7 @@ class Params(Section):
     model: Model = Model()
     train: Train = Train()
     evaluate: Evaluate = Evaluate()
+    registry: Registry = Registry()
 
     @model_validator(mode="after")
     def _embedding_sizes_agree(self) -> Params:

@@ -1,17 +1,22 @@
-"""Stage ``evaluate``: decode the test split and score it with sacrebleu (BLEU and chrF).
+"""Stage ``evaluate``: decode the test split, score it with sacrebleu (BLEU and chrF), register the model.
 
 Writes ``metrics/eval.json`` (a DVC metric: ``dvc metrics show``), ``reports/test.hyp`` (every
-hypothesis, in test order) and ``reports/samples.tsv`` (source, reference, hypothesis), and adds
-the scores and samples to the training's MLflow run.
+hypothesis, in test order) and ``reports/samples.tsv`` (source, reference, hypothesis). In the
+training's MLflow run it logs the scores, samples, attention heatmaps and the servable model
+(``pipeline.serving``), with the scores linked to that model, and registers it as a new version of
+``registry.model_name``; ``metrics/eval.json`` says which. Promotion to ``@champion`` is not a stage
+(it acts outside the repo): see ``pipeline/promote.py``.
 """
 
 from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import io
 import json
 import logging
+from pathlib import Path
 
 import sacrebleu
 import torch
@@ -21,8 +26,9 @@ from pipeline.cli import stage_main
 from pipeline.common import PipelineError, read_lines, stage_outputs
 from pipeline.config import Params, Paths
 from pipeline.device import choose_device
+from pipeline.serving import log_translator, model_name
 from pipeline.tracking import connect
-from pipeline.translator import Translator
+from pipeline.translator import Decoding, Translator
 
 log = logging.getLogger(__name__)
 
@@ -62,26 +68,45 @@ def heatmap(attention: dict):
     return fig
 
 
-def _log_to_training_run(paths: Paths, metrics: dict, samples: str, shown: list[tuple[str, dict | None]]) -> None:
-    """Scores, samples and attention heatmaps go into the MLflow run of the training."""
+def test_data_hash(files: list[Path]) -> str:
+    """What makes two test scores comparable: the exact test sentences and references."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _log_and_register(params: Params, paths: Paths, scores: dict, samples: str, translator: Translator,
+                      shown: list[tuple[str, dict | None]], test_data: str, example: str) -> dict:
+    """Scores, samples, heatmaps and the servable model go into the training's MLflow run; the model is
+    registered as a new version. Returns where it was registered (empty when the run is elsewhere)."""
     run_id = json.loads((paths.model / "run.json").read_text())["run_id"]
     mlflow = connect(paths.root)
     try:
         mlflow.get_run(run_id)
     except mlflow.exceptions.MlflowException:
-        log.warning("training run %s is not in %s; scores are in metrics/eval.json only", run_id,
-                    mlflow.get_tracking_uri())
-        return
+        log.warning("training run %s is not in %s; scores are in metrics/eval.json only, nothing registered",
+                    run_id, mlflow.get_tracking_uri())
+        return {}
+    name = model_name(params.data.corpus, params.data.src, params.data.tgt, params.registry.model_name)
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({k: metrics[k] for k in ("bleu", "chrf", "bleu_lowercase")})
+        logged = log_translator(mlflow, paths.model / "model.pt", translator.decoding, example)
+        mlflow.log_metrics(scores, model_id=logged.model_id)  # on the run, and linked to the logged model
+        mlflow.set_tag("decoding", json.dumps(translator.decoding.to_dict()))
         mlflow.log_text(samples, "samples.tsv")
         for i, (_, attention) in enumerate(shown):
             if attention is not None:
                 mlflow.log_figure(heatmap(attention), f"attention/test-{i:02d}.png")
+        version = mlflow.register_model(logged.model_uri, name, tags={
+            "test_data": test_data, **{k: str(v) for k, v in scores.items()}, "run_id": run_id,
+            "decoding": json.dumps(translator.decoding.to_dict())})
+    log.info("registered %s version %s (%s)", name, version.version, logged.model_uri)
+    return {"model_name": name, "model_version": str(version.version),
+            "model_uri": f"models:/{name}/{version.version}"}
 
 
 def run(params: Params, paths: Paths) -> dict:
-    """Translate data/clean/test.<src> and score it against test.<tgt>."""
+    """Translate data/clean/test.<src> and score it against test.<tgt>; log and register the servable model."""
     cfg = params.evaluate
     files = [paths.clean / f"test.{params.data.src}", paths.clean / f"test.{params.data.tgt}"]
     for f in files:
@@ -89,9 +114,9 @@ def run(params: Params, paths: Paths) -> dict:
             raise PipelineError(f"{f} not found; run the clean stage first")
     sources, references = read_lines(files[0]), read_lines(files[1])
     device = choose_device(params.train.device)
-    translator = Translator.from_paths(paths, str(device), max_len_a=cfg.max_len_a, max_len_b=cfg.max_len_b,
-                                       max_tokens=params.build.max_tokens, beam_size=cfg.beam_size,
-                                       length_penalty=cfg.length_penalty)
+    decoding = Decoding(beam_size=cfg.beam_size, length_penalty=cfg.length_penalty, max_len_a=cfg.max_len_a,
+                        max_len_b=cfg.max_len_b, max_tokens=params.build.max_tokens)
+    translator = Translator.from_file(paths.model / "model.pt", str(device), decoding)
     hypotheses: list[str] = []
     with torch.inference_mode():
         for start in tqdm(range(0, len(sources), CHUNK), desc="translate test", unit="chunk", disable=None):
@@ -100,21 +125,22 @@ def run(params: Params, paths: Paths) -> dict:
     bleu = bleu_metric.corpus_score(hypotheses, [references])
     chrf = sacrebleu.CHRF().corpus_score(hypotheses, [references])
     lower = sacrebleu.BLEU(lowercase=True).corpus_score(hypotheses, [references])
-    metrics = {"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2), "bleu_lowercase": round(lower.score, 2),
-               "test_pairs": len(sources), "beam_size": cfg.beam_size,
-               "bleu_signature": str(bleu_metric.get_signature())}
+    scores = {"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2), "bleu_lowercase": round(lower.score, 2)}
+    metrics = {**scores, "test_pairs": len(sources), "beam_size": cfg.beam_size,
+               "bleu_signature": str(bleu_metric.get_signature()), "test_data": test_data_hash(files)}
     table = io.StringIO(newline="")
     writer = csv.writer(table, delimiter="\t")
     writer.writerow(["source", "reference", "hypothesis"])
     writer.writerows(zip(sources[: cfg.samples], references[: cfg.samples], hypotheses[: cfg.samples], strict=True))
-    with stage_outputs() as outputs:  # in place only once MLflow has the scores too
-        outputs.json(paths.metrics / "eval.json", metrics)
+    with stage_outputs() as outputs:  # in place only once MLflow has the scores and the model too
         with outputs.open(paths.reports / "test.hyp", encoding="utf-8") as fh:
             fh.writelines(h + "\n" for h in hypotheses)
         with outputs.open(paths.reports / "samples.tsv", encoding="utf-8", newline="") as fh:
             fh.write(table.getvalue())
-        _log_to_training_run(paths, metrics, table.getvalue(),
-                             translator.translate_with_attention(sources[: cfg.heatmaps], preprocessed=True))
+        shown = translator.translate_with_attention(sources[: cfg.heatmaps], preprocessed=True)
+        metrics |= _log_and_register(params, paths, scores, table.getvalue(), translator, shown,
+                                     metrics["test_data"], sources[0])
+        outputs.json(paths.metrics / "eval.json", metrics)
     log.info("test BLEU %.2f, chrF %.2f on %d pairs", bleu.score, chrf.score, len(sources))
     return metrics
 

@@ -11,8 +11,9 @@ scheduler, RNG state, position in the epoch and the MLflow run id; the last ``ke
 step checkpoints and ``best.pt`` are kept too. A rerun with the same params and data resumes; other
 params or data (another fingerprint) start afresh.
 
-Outputs: ``models/model.pt`` (best weights + config, loadable with ``weights_only=True``),
-``models/run.json`` (the MLflow run) and ``metrics/train.json``.
+Outputs: ``models/model.pt`` (best weights, config, both tokenizers and the preprocessing settings:
+all a translator needs; loadable with ``weights_only=True``), ``models/run.json`` (the MLflow run)
+and ``metrics/train.json``. The servable MLflow model is logged by the evaluate stage.
 
 Reading order: ``run`` at the bottom, then ``setup``, ``resume``, ``train_epoch``, ``validate``,
 ``end_epoch`` and ``finish`` above it.
@@ -427,7 +428,9 @@ def finish(s: Session, state: State) -> dict[str, Any]:
         model.load_state_dict(best["state_dict"])
         extra = {"src_lang": params.data.src, "tgt_lang": params.data.tgt, "epoch": best_row["epoch"],
                  "run_id": state.run_id, "normalize": params.clean.normalize, "max_len": params.build.max_len,
-                 "korean_morphemes": params.clean.korean_morphemes}
+                 "korean_morphemes": params.clean.korean_morphemes,  # the translator repeats the preprocessing
+                 "src_tokenizer": (paths.tokenizer / "src.json").read_text(encoding="utf-8"),
+                 "tgt_tokenizer": (paths.tokenizer / "tgt.json").read_text(encoding="utf-8")}
         with stage_outputs() as outputs:  # in place only once MLflow has everything too
             with outputs.open(paths.model / "model.pt", "wb") as fh:
                 checkpoint.save_model(fh, model, extra)
@@ -436,23 +439,11 @@ def finish(s: Session, state: State) -> dict[str, Any]:
                          {"run_id": state.run_id, "experiment_id": mlflow.get_run(state.run_id).info.experiment_id})
             mlflow.log_metrics({"best_valid_loss": best_row["valid_loss"], "train_tokens_per_sec": tokens_per_sec})
             mlflow.log_artifacts(str(paths.tokenizer), artifact_path="tokenizer")
-            _log_model(mlflow, model.cpu())
         state.complete = True
         s.save_checkpoint(state)
     log.info("model: %s (best epoch %d, valid ppl %.2f, %.0f target tokens/s)", s.paths.model / "model.pt",
              best_row["epoch"], best_row["valid_ppl"], tokens_per_sec)
     return metrics
-
-
-def _log_model(mlflow: Any, model: Seq2SeqBase) -> None:
-    import mlflow.pytorch
-
-    import pipeline
-
-    requirements = [f"torch=={torch.__version__.split('+')[0]}", "tokenizers", "numpy"]
-    # pickle, not the traced 'pt2' format: decoding loops over a data-dependent length
-    mlflow.pytorch.log_model(model, name="model", pip_requirements=requirements, serialization_format="pickle",
-                             code_paths=[str(Path(pipeline.__file__).parent)])
 
 
 def run(params: Params, paths: Paths) -> dict:

@@ -1,4 +1,10 @@
-"""Translate with the trained model: ``translate "나는 어제 도서관에서 책을 읽었다"`` or lines on stdin."""
+"""Translate with a trained model: ``translate "나는 어제 도서관에서 책을 읽었다"`` or lines on stdin.
+
+The model is ``models/model.pt`` by default, or any ``--model``: a model file, or an MLflow model
+URI such as ``models:/nmt-sample-ko-en-ko-en@champion``, ``models:/<name>/<version>`` or
+``runs:/<run id>/translator``. Decoding is the evaluate stage's (``params.yaml``, or the settings
+logged with an MLflow model), so what you see here is what the BLEU score measured.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,7 @@ from pathlib import Path
 import torch
 
 from pipeline.common import PipelineError, setup_logging
-from pipeline.config import Paths
 from pipeline.device import choose_device
-from pipeline.translator import Translator
 
 log = logging.getLogger(__name__)
 
@@ -24,22 +28,43 @@ def _positive(text: str) -> int:
     return value
 
 
+def _project_decoding(root: Path) -> dict:
+    """The evaluate stage's decoding settings from ``root/params.yaml``, if there is one."""
+    from pipeline.config import load_params
+
+    if not (root / "params.yaml").exists():
+        return {}
+    params = load_params(root / "params.yaml")
+    e = params.evaluate
+    return {"beam_size": e.beam_size, "length_penalty": e.length_penalty, "max_len_a": e.max_len_a,
+            "max_len_b": e.max_len_b, "max_tokens": params.build.max_tokens}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="translate", description=__doc__.splitlines()[0])
     parser.add_argument("sentences", nargs="*", help="sentences to translate (default: read stdin, one per line; "
                                                      "an empty line gives an empty line)")
-    parser.add_argument("--root", default=".", help="project root holding models/ and data/tokenizer/")
+    parser.add_argument("--model", help="a model file or an MLflow model URI (default: <root>/models/model.pt)")
+    parser.add_argument("--root", default=".", help="the project root (models/, params.yaml, mlflow.db)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="default: cpu")
-    parser.add_argument("--beam", type=_positive, default=5, help="beam size (1 = greedy; default 5)")
+    parser.add_argument("--beam", type=_positive, help="beam size (1 = greedy; default: evaluate.beam_size)")
     args = parser.parse_args(argv)
     setup_logging()
+    from pipeline.serving import load_translator
+
+    root = Path(args.root)
     try:
         sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
         if not any(s.strip() for s in sentences):
             raise PipelineError("nothing to translate: give sentences as arguments or on stdin, one per line")
         device = choose_device(args.device, "--device")
+        reference = args.model or str(root / "models" / "model.pt")
+        is_uri = ":/" in reference
+        decoding = {} if is_uri else _project_decoding(root)
+        if args.beam:
+            decoding["beam_size"] = args.beam
         with torch.inference_mode():
-            translator = Translator.from_paths(Paths(Path(args.root)), str(device), beam_size=args.beam)
+            translator = load_translator(reference, root, decoding, str(device))
             for line in translator.translate(sentences):
                 print(line)
     except PipelineError as exc:

@@ -1,45 +1,61 @@
 """``Translator``: sentences in, translations out, the way the model was trained.
 
 The evaluate stage, the ``translate`` command and the served model all decode through it, so they
-see the same normalisation, tokenisation, batching and search.
+see the same normalisation, tokenisation, batching and search. It needs only a model file: the
+train stage writes both tokenizers and the preprocessing settings into ``models/model.pt``.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from pipeline.checkpoint import load_model
-from pipeline.config import Paths
+from pipeline.common import PipelineError
 from pipeline.data import Pairs, token_batches
 from pipeline.models import Seq2SeqBase
 from pipeline.search import beam_search
 from pipeline.text import korean_morphemes, normalise
-from pipeline.vocab import BOS, EOS, load_tokenizers, strip_ids
+from pipeline.vocab import BOS, EOS, strip_ids, tokenizer_from_json
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """How to search: params.yaml's evaluate section, shared by evaluate, translate and serving."""
+
+    beam_size: int = 5  # 1 = greedy
+    length_penalty: float = 1.0  # GNMT alpha
+    max_len_a: float = 1.5  # hypothesis length limit: a * source length + b
+    max_len_b: int = 10
+    max_tokens: int = 6000  # source tokens per batch (divided by the beam)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 class Translator:
     def __init__(self, model: Seq2SeqBase, src_tok: Tokenizer, tgt_tok: Tokenizer, *, normalize: str = "NFKC",
-                 korean_morphemes: bool = False, max_src_len: int = 128, max_len_a: float = 1.5,
-                 max_len_b: int = 10, max_tokens: int = 6000,
-                 beam_size: int = 1, length_penalty: float = 1.0):
+                 korean_morphemes: bool = False, max_src_len: int = 128, decoding: Decoding = Decoding()):
         self.model, self.src_tok, self.tgt_tok = model.eval(), src_tok, tgt_tok
         self.device = next(model.parameters()).device
         self.normalize, self.korean_morphemes, self.max_src_len = normalize, korean_morphemes, max_src_len
-        self.max_len_a, self.max_len_b, self.max_tokens = max_len_a, max_len_b, max_tokens
-        self.beam_size, self.length_penalty = beam_size, length_penalty
+        self.decoding = decoding
 
     @classmethod
-    def from_paths(cls, paths: Paths, device: str = "cpu", **kwargs: float | int) -> Translator:
-        model, blob = load_model(paths.model / "model.pt", device)
-        src_tok, tgt_tok = load_tokenizers(paths.tokenizer)
-        return cls(model, src_tok, tgt_tok, normalize=blob.get("normalize", "NFKC"),
-                   korean_morphemes=blob.get("korean_morphemes", False), max_src_len=blob.get("max_len", 128),
-                   **kwargs)
+    def from_file(cls, path: Path, device: str = "cpu", decoding: Decoding = Decoding()) -> Translator:
+        """The translator of a model file written by the train stage."""
+        model, blob = load_model(path, device)
+        if "src_tokenizer" not in blob:
+            raise PipelineError(f"{path} has no tokenizers inside (an older model file); rerun the train stage")
+        return cls(model, tokenizer_from_json(blob["src_tokenizer"]), tokenizer_from_json(blob["tgt_tokenizer"]),
+                   normalize=blob["normalize"], korean_morphemes=blob["korean_morphemes"],
+                   max_src_len=blob["max_len"], decoding=decoding)
 
     def preprocess(self, sentence: str) -> str:
         """What the clean stage did to training sources: normalisation, and morphemes when trained so."""
@@ -70,12 +86,13 @@ class Translator:
         # a placeholder target of length 1 lets Pairs pad the sources
         pairs = Pairs(np.concatenate(ids).astype(np.int32), lengths,
                       np.full(len(ids), BOS, dtype=np.int32), np.ones(len(ids), dtype=np.int32))
+        d = self.decoding
         # a beam multiplies the batch: keep the token budget per hypothesis
-        for idx in token_batches(lengths, lengths, max(self.max_tokens // self.beam_size, 1)):
+        for idx in token_batches(lengths, lengths, max(d.max_tokens // d.beam_size, 1)):
             batch = pairs.batch(idx)
-            max_len = int(self.max_len_a * int(lengths[idx].max()) + self.max_len_b)
+            max_len = int(d.max_len_a * int(lengths[idx].max()) + d.max_len_b)
             tokens, attn = beam_search(self.model, batch["src"].to(self.device), batch["src_len"].to(self.device),
-                                       max_len, self.beam_size, self.length_penalty)
+                                       max_len, d.beam_size, d.length_penalty)
             for row, (i, hyp) in enumerate(zip(idx, tokens.tolist(), strict=True)):
                 kept = strip_ids(hyp)
                 weights = None

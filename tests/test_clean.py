@@ -58,6 +58,13 @@ def test_report_splits_and_no_leakage(tmp_path):
     assert first == {s: (paths.clean / f"{s}.en").read_bytes() for s in ("train", "valid", "test")}
 
 
+def test_table_rows_dropped_by_download_are_counted(tmp_path):
+    params, paths = _raw(tmp_path, [(f"문장 {i}", f"sentence {i}") for i in range(500)])
+    (paths.raw / "manifest.json").write_text(json.dumps({"splits": {"train": {"dropped_rows": 3}}}))
+    report = clean.run(params, paths)
+    assert report["removed"] == {"blank_or_short_table_row": 3} and report["input_pairs"] == 503
+
+
 def test_given_splits_drop_held_out_sources_seen_in_train(tmp_path):
     params, paths = _raw(tmp_path, [(f"문장 {i}", f"sentence {i}") for i in range(50)])
     for split, rows in (("valid", [("문장 1", "other 1"), ("새 문장", "new one")]),

@@ -1,9 +1,21 @@
-"""The whole flow on a tiny config, in a temp git repo: Prefect -> DVC stages -> MLflow."""
+"""The whole loop, in a temp git repo with a corpus served over loopback HTTP: Prefect -> DVC stages ->
+MLflow -> registry -> promotion -> a served model.
+
+1. run 1 trains everything and becomes @champion;
+2. run 2, a worse model (one epoch at a tiny learning rate), is registered but not promoted;
+3. run 3, with nothing changed upstream, reruns no stage and promotes nothing;
+4. run 4, after the upstream training file changed, retrains and decides again on the same test set;
+5. `mlflow models serve` of @champion answers a POST with translations, as `translate --model` does.
+"""
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 
 import mlflow
 import pytest
@@ -11,18 +23,29 @@ import yaml
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.pipeline import nmt_pipeline, stage_order
+from pipeline.config import merged
+from pipeline.corpora.sample_ko_en import generate
 from pipeline.tracking import default_uri
 from tests.conftest import ROOT, write_params
 
 pytestmark = pytest.mark.slow
 
 STAGES = ["download", "clean", "tokenize", "embed", "build", "train", "evaluate"]
+NAME = "nmt-loop-ko-en"
 
 
 @pytest.fixture(scope="module")
 def prefect():
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def _write_corpus(site, pairs, split):
+    (site / f"{split}.ko").write_text("".join(k + "\n" for k, _ in pairs), encoding="utf-8")
+    (site / f"{split}.en").write_text("".join(e + "\n" for _, e in pairs), encoding="utf-8")
+    later = time.time() + 10 * len(list(site.iterdir()))  # Last-Modified has a one-second resolution
+    for f in site.iterdir():
+        os.utime(f, (later, later))
 
 
 @pytest.fixture(scope="module")
@@ -36,36 +59,68 @@ def repo(tmp_path_factory):
             continue
         (root / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, root / f)
-    write_params(root)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
         subprocess.run(cmd, cwd=root, check=True)
     return root
 
 
+@pytest.fixture(scope="module")
+def upstream(repo, tmp_path_factory):
+    """The corpus on a loopback HTTP server: train and a fixed test split, as a user's own files would be."""
+    import functools
+    import http.server
+    import threading
+
+    site = tmp_path_factory.mktemp("site")
+    pairs = list(generate(1700, seed=7))
+    _write_corpus(site, pairs[:1500], "train")
+    _write_corpus(site, pairs[1500:], "test")
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    custom = {split: {"src": {"url": f"{base}/{split}.ko"}, "tgt": {"url": f"{base}/{split}.en"}}
+              for split in ("train", "test")}
+    overrides = {"data": {"corpus": "custom", "custom": custom}, "registry": {"model_name": NAME}}
+    write_params(repo, overrides)
+    yield site, overrides
+    server.shutdown()
+
+
 def _dvc(root, *args):
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
+
+
+def _statuses(summary):
+    return {s["stage"]: s["status"] for s in summary["stages"]}
+
+
+def _translate(root, *args):
+    return subprocess.run([sys.executable, "-m", "pipeline.translate", "--root", str(root), *args],
+                          capture_output=True, text=True, cwd=root, timeout=180)
 
 
 def test_stage_order_comes_from_dvc_yaml(repo):
     assert stage_order(repo) == STAGES
 
 
-def test_full_flow_then_fully_cached_then_only_train_and_evaluate(repo, prefect):
-    first = nmt_pipeline(root=str(repo))
-    assert [s["stage"] for s in first["stages"]] == STAGES
-    assert all(s["status"] == "ran" for s in first["stages"])
+def test_train_register_promote_retrain_and_serve(repo, upstream, prefect):
+    site, corpus = upstream
+    client = mlflow.MlflowClient(default_uri(repo))
 
+    # 1. everything runs; the model is registered and becomes champion
+    first = nmt_pipeline(root=str(repo))
+    assert _statuses(first) == dict.fromkeys(STAGES, "ran")
+    assert first["promotion"]["decision"] == "promoted" and first["model_uri"] == f"models:/{NAME}/1"
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert sorted(lock["stages"]) == sorted(STAGES)
     assert lock["stages"]["train"]["params"]["params.yaml"]["model"]["hidden"] == 32
     metrics = json.loads((repo / "metrics" / "eval.json").read_text())
-    assert metrics["bleu"] == first["bleu"] and (repo / "models" / "model.pt").exists()
+    assert metrics["bleu"] == first["bleu"] and metrics["model_version"] == "1"
     shown = _dvc(repo, "metrics", "show", "--json")
     assert json.loads(shown.stdout)[""]["data"]["metrics/eval.json"]["data"]["bleu"] == metrics["bleu"]
-
     run_id = json.loads((repo / "models" / "run.json").read_text())["run_id"]
-    client = mlflow.MlflowClient(default_uri(repo))
     run = client.get_run(run_id)
     assert run.data.metrics["bleu"] == pytest.approx(metrics["bleu"], abs=0.01)
     assert {"chrf", "train_loss", "valid_loss", "valid_ppl"} <= set(run.data.metrics)
@@ -73,26 +128,88 @@ def test_full_flow_then_fully_cached_then_only_train_and_evaluate(repo, prefect)
     assert run.data.tags["dvc_data_hash"] == data_md5
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
     assert run.data.tags["git_commit"].startswith(head)
-    assert any(m.source_run_id == run_id for m in client.search_logged_models([run.info.experiment_id]))
+    assert json.loads(run.data.tags["decoding"])["beam_size"] == 5
+    logged = [m for m in client.search_logged_models([run.info.experiment_id]) if m.source_run_id == run_id]
+    assert len(logged) == 1 and {m.key for m in logged[0].metrics} >= {"bleu", "chrf"}  # scores linked to it
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
 
-    second = nmt_pipeline(root=str(repo))  # download looks upstream every time; nothing changed there
-    assert {s["stage"]: s["status"] for s in second["stages"]} == {"download": "unchanged"} | {
-        name: "cached" for name in STAGES[1:]}
+    # 2. a worse model: registered, not promoted; only train and evaluate rerun
+    write_params(repo, merged(corpus, {"train": {"epochs": 1, "lr": 0.0001}}))
+    second = nmt_pipeline(root=str(repo))
+    assert [s for s, status in _statuses(second).items() if status == "ran"] == ["train", "evaluate"]
+    assert second["promotion"]["decision"] == "kept" and "does not beat champion version 1" in \
+        second["promotion"]["reason"]
+    assert client.get_model_version(NAME, "2").tags["promotion"] == "kept"
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
+    assert json.loads((repo / "metrics" / "promote.json").read_text())["decision"] == "kept"
+
+    # 3. nothing new upstream: download looks and finds nothing; no stage reruns; nothing is promoted
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    third = nmt_pipeline(root=str(repo))
+    assert _statuses(third) == {"download": "unchanged"} | dict.fromkeys(STAGES[1:], "cached")
+    assert third["promotion"]["decision"] == "nothing_new"
     assert yaml.safe_load((repo / "dvc.lock").read_text()) == lock
     status = _dvc(repo, "status", "--json")
     assert json.loads(status.stdout) == {"download": ["always changed"]}, status.stdout + status.stderr
+    assert len(client.search_model_versions(f"name='{NAME}'")) == 2
 
-    write_params(repo, {"train": {"lr": 0.003}})
-    third = nmt_pipeline(root=str(repo))
-    ran = [s["stage"] for s in third["stages"] if s["status"] == "ran"]
-    assert ran == ["train", "evaluate"]
-    assert len(client.search_runs([run.info.experiment_id])) == 2
+    # 4. the upstream training file changed: everything downstream reruns, and promotion decides again
+    pairs = list(generate(2000, seed=7))
+    _write_corpus(site, pairs[:1500] + pairs[1700:], "train")
+    fourth = nmt_pipeline(root=str(repo))
+    assert _statuses(fourth) == dict.fromkeys(STAGES, "ran")
+    assert fourth["model_uri"] == f"models:/{NAME}/3"
+    assert fourth["promotion"]["decision"] in ("promoted", "kept")  # the same test set: comparable
+    champion = str(client.get_model_version_by_alias(NAME, "champion").version)
+
+    # 5. the champion, served over HTTP and through translate, translates
+    sentence = "나는 어제 도서관에서 책을 읽었다"
+    by_alias = _translate(repo, "--model", f"models:/{NAME}@champion", sentence)
+    by_version = _translate(repo, "--model", f"models:/{NAME}/{champion}", sentence)
+    assert by_alias.returncode == 0 and by_alias.stdout.strip(), by_alias.stderr[-2000:]
+    assert by_alias.stdout == by_version.stdout
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": default_uri(repo),
+           "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "mlflow"), "models", "serve", "-m",
+                               f"models:/{NAME}@champion", "--env-manager", "local", "--host", "127.0.0.1",
+                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        body = json.dumps({"inputs": [sentence]}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body,
+                                         {"Content-Type": "application/json"})
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=30) as resp:
+                    answer = json.load(resp)
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, server.stderr.read()[-3000:]
+                time.sleep(1)
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert answer == {"predictions": [by_alias.stdout.strip()]}
+
+
+def test_bad_model_references_are_one_line(repo):
+    for reference, message in ((f"models:/{NAME}@gold", "Registered model alias gold not found"),
+                               ("models:/no-such-model@champion", "Registered Model with name=no-such-model not found"),
+                               (str(repo / "nowhere.pt"), "nowhere.pt not found")):
+        proc = _translate(repo, "--model", reference, "안녕")
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        line = proc.stderr.strip().splitlines()[-1]
+        assert line.startswith("error: translate: ") and message in line, proc.stderr[-2000:]
 
 
 def test_bad_params_fail_before_any_stage(repo, prefect):
     good = (repo / "params.yaml").read_text()
     try:
-        (repo / "params.yaml").write_text(good.replace("train:\n", "train:\n  epochz: 3\n", 1))
+        (repo / "params.yaml").write_text(good.replace("\ntrain:\n", "\ntrain:\n  epochz: 3\n", 1))
         with pytest.raises(Exception, match=r"params.yaml:\d+: train.epochz: unknown key"):
             nmt_pipeline(root=str(repo))
     finally:

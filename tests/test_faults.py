@@ -225,7 +225,7 @@ def test_http_500_is_retried_a_bounded_number_of_times(good, server):
 def test_params_typo_under_make_repro(good):
     root, before = good
     text = (root / "params.yaml").read_text()
-    (root / "params.yaml").write_text(text.replace("train:\n", "train:\n  epochz: 3\n", 1))
+    (root / "params.yaml").write_text(text.replace("\ntrain:\n", "\ntrain:\n  epochz: 3\n", 1))
     proc = run(root, "make repro")
     assert_one_line(proc, r"^error: params: \S*params\.yaml:\d+: train\.epochz: unknown key; did you mean 'epochs'\?$")
     assert snapshot(root) == before

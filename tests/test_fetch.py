@@ -175,7 +175,8 @@ def test_truncated_archive(tmp_path):
 def test_zip_member_tsv_and_csv_with_header(tmp_path):
     rows = [(f"문장 {i}", f"sentence {i}") for i in range(30)]
     with zipfile.ZipFile(tmp_path / "c.zip", "w") as zf:
-        zf.writestr("corpus/train.tsv", "".join(f"{k}\t{e}\n" for k, e in rows))
+        # a blank line and a row with one column are dropped and counted, not fatal
+        zf.writestr("corpus/train.tsv", "".join(f"{k}\t{e}\n" for k, e in rows) + "\nonly-one-column\n")
     (tmp_path / "test.csv").write_text("id,english,korean\n" + "".join(f'{i},"{e}, ok",{k}\n'
                                                                         for i, (k, e) in enumerate(rows[:5])))
     custom = {"train": {"table": {"url": str(tmp_path / "c.zip"), "member": "*.tsv"}},
@@ -184,6 +185,7 @@ def test_zip_member_tsv_and_csv_with_header(tmp_path):
     params, paths = _project(tmp_path, {"corpus": "custom", "custom": custom})
     splits = download.run(params, paths)
     assert splits["train"]["lines"] == 30 and splits["test"]["lines"] == 5
+    assert splits["train"]["dropped_rows"] == 2  # counted in metrics/clean.json by the clean stage
     assert (paths.raw / "test.en").read_text().splitlines()[0] == "sentence 0, ok"
     assert (paths.raw / "train.ko").read_text(encoding="utf-8").splitlines()[-1] == "문장 29"
 

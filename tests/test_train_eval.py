@@ -104,6 +104,41 @@ def test_translate_without_a_model_fails_clearly(tmp_path):
     assert proc.returncode == 1 and proc.stderr.strip().endswith("run the train stage first")
 
 
+@pytest.mark.parametrize(("args", "stdin", "message"), [
+    ([], "\n  \n", "error: translate: nothing to translate: give sentences as arguments or on stdin"),
+    (["--beam", "0", "안녕"], "", "argument --beam: must be 1 or more (got 0)"),
+    (["--device", "gpu", "안녕"], "", "argument --device: invalid choice: 'gpu'"),
+])
+def test_translate_refuses_bad_input_with_one_line(trained, args, stdin, message):
+    _, paths, _ = trained
+    proc = subprocess.run([sys.executable, "-m", "pipeline.translate", "--root", str(paths.root), *args],
+                          input=stdin, capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0 and message in proc.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_translate_on_cuda_without_a_gpu_is_one_line(trained):
+    _, paths, _ = trained
+    proc = subprocess.run([sys.executable, "-m", "pipeline.translate", "--root", str(paths.root), "--device", "cuda",
+                           "안녕"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ("error: translate: --device is 'cuda' but no CUDA device is available; "
+                                   "use 'auto' or 'cpu'")
+
+
+def test_translator_keeps_empty_lines_and_warns_when_it_truncates(trained, caplog):
+    from pipeline.translator import Translator
+
+    _, paths, _ = trained
+    translator = Translator.from_file(paths.model / "model.pt")
+    long = " ".join(["나는 어제 도서관에서 책을 읽었다"] * 40)
+    with caplog.at_level("WARNING"):
+        out = translator.translate(["나는 책을 읽었다", "", long])
+    assert out[1] == "" and out[0] and out[2]
+    assert "sentence 3 has" in caplog.text and "only the first 127 are translated" in caplog.text
+
+
 def _copy_project(src_paths, dest, overrides):
     shutil.copytree(src_paths.root / "data", dest / "data")
     return load_params(write_params(dest, overrides)), Paths(dest)
@@ -170,12 +205,21 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tiny_pro
         assert a["valid_loss"] == pytest.approx(b["valid_loss"], abs=1e-3)
     assert json.loads((ddp.metrics / "train.json").read_text())["steps"] == one["step"]
 
+    # with a time budget, rank 0's clock stops both ranks at the same step (else one would wait for ever)
+    budget = load_params(write_params(ddp.root, {**overrides, "train": {**overrides["train"], "max_minutes": 0.001}}))
+    assert budget.train.max_minutes == 0.001
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "pipeline.train", "--root", str(ddp.root), "--params", str(ddp.root / "params.yaml")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((ddp.metrics / "train.json").read_text())["epochs"] == 1
+
 
 def test_translator_repeats_the_training_preprocessing(trained):
     from pipeline.translate import Translator
 
     _, paths, _ = trained
-    translator = Translator.from_paths(paths)
+    translator = Translator.from_file(paths.model / "model.pt")
     assert translator.preprocess("ＡＢ  책을\u200b 읽었다") == "AB 책을 읽었다"
     translator.korean_morphemes = True  # as for a model trained with clean.korean_morphemes
     assert translator.preprocess("책을 읽었다") == "책 을 읽 었 다"

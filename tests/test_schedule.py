@@ -1,0 +1,113 @@
+"""Scheduled retraining against real servers: a Prefect server and an MLflow server (with its own
+artifact store), both started here on 127.0.0.1, the flow served on an interval as `make serve` does,
+a flow run created by the scheduler (not by hand) that completes and promotes, and a clean Ctrl-C."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from tests.conftest import write_params
+from tests.test_faults import _copy_project
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, seconds: int = 120) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer: {log.read_text()[-3000:]}")
+
+
+def _flow_runs(api: str) -> list[dict]:
+    request = urllib.request.Request(f"{api}/flow_runs/filter", json.dumps({}).encode(),
+                                     {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return json.load(resp)
+
+
+@pytest.fixture
+def servers(tmp_path):
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"}
+    env.pop("PREFECT_API_URL", None)
+    mlflow_port, prefect_port = _free_port(), _free_port()
+    logs = {name: tmp_path / f"{name}.log" for name in ("mlflow", "prefect")}
+    procs = {
+        "mlflow": subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
+             "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow-server.db'}",
+             "--artifacts-destination", str(tmp_path / "mlflow-artifacts")],
+            env=env, stdout=open(logs["mlflow"], "w"), stderr=subprocess.STDOUT),  # noqa: SIM115
+        "prefect": subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
+            env=env, stdout=open(logs["prefect"], "w"), stderr=subprocess.STDOUT),  # noqa: SIM115
+    }
+    mlflow_url, prefect_api = f"http://127.0.0.1:{mlflow_port}", f"http://127.0.0.1:{prefect_port}/api"
+    try:
+        _wait_until_up(f"{mlflow_url}/health", procs["mlflow"], logs["mlflow"])
+        _wait_until_up(f"{prefect_api}/health", procs["prefect"], logs["prefect"])
+        yield {**env, "MLFLOW_TRACKING_URI": mlflow_url, "PREFECT_API_URL": prefect_api,
+               "PREFECT_RUNNER_POLL_FREQUENCY": "2"}, tmp_path / "mlflow-artifacts"
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait(30)
+
+
+def test_a_scheduled_run_retrains_and_promotes_against_real_servers(tmp_path, servers):
+    env, artifacts = servers
+    root = tmp_path / "project"
+    root.mkdir()
+    _copy_project(root)
+    write_params(root, {"registry": {"model_name": "nmt-scheduled"}})
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        subprocess.run(cmd, cwd=root, check=True)
+
+    log = tmp_path / "serve.log"
+    serve = subprocess.Popen([sys.executable, "-m", "flows.pipeline", "--serve", "--interval", "600", "--root",
+                              str(root)], cwd=root, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    try:
+        deadline, runs = time.time() + 400, []
+        while time.time() < deadline and serve.poll() is None:
+            runs = _flow_runs(env["PREFECT_API_URL"])
+            if any(r["state_type"] in ("COMPLETED", "FAILED", "CRASHED") for r in runs):
+                break
+            time.sleep(2)
+        finished = [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
+        assert finished and finished[0]["state_type"] == "COMPLETED", log.read_text()[-4000:]
+        assert finished[0]["auto_scheduled"] is True  # created by the server's scheduler, not by hand
+    finally:
+        serve.send_signal(signal.SIGINT)  # Ctrl-C
+        serve.wait(60)
+    assert serve.returncode == 0 and log.read_text().rstrip().endswith("stopped")
+
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    champion = client.get_model_version_by_alias("nmt-scheduled", "champion")
+    assert float(champion.tags["bleu"]) >= 0 and champion.tags["promotion"] == "promoted"
+    assert client.get_run(champion.run_id).data.metrics["bleu"] == pytest.approx(float(champion.tags["bleu"]))
+    assert any(artifacts.rglob("model.pt"))  # uploaded to the server's own artifact store
+    assert json.loads((root / "metrics" / "promote.json").read_text())["decision"] == "promoted"
