@@ -80,6 +80,16 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     return torch.load(path, map_location=device, weights_only=True) if path.exists() else None
 
 
+def average(files: list[Path]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of the model weights saved in ``files`` (training checkpoints)."""
+    total: dict[str, torch.Tensor] = {}
+    for f in files:
+        weights = torch.load(f, map_location="cpu", weights_only=True)["model"]
+        for name, tensor in weights.items():
+            total[name] = total.get(name, 0) + tensor.double()
+    return {name: (tensor / len(files)) for name, tensor in total.items()}
+
+
 def clear_checkpoints(directory: Path) -> None:
     """Forget another run's checkpoints before a fresh start, so none of them is mistaken for ours."""
     for f in [*directory.glob("step-*.pt"), directory / "best.pt", directory / "last.pt"]:

@@ -222,11 +222,20 @@ class Train(Section):
     early_stopping_metric: Literal["loss", "bleu"] = "loss"  # on the valid split
     checkpoint_every: PositiveInt = 200  # optimiser steps
     keep_checkpoints: PositiveInt = 2  # step checkpoints kept besides last.pt and best.pt
+    average_last: Annotated[int, Field(ge=0)] = 0  # average the last N step checkpoints into the model; 0 = off
     seed: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = True  # bf16 autocast on CUDA
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # CUDA only; auto: bf16 where supported, else fp16
     compile: bool = False  # torch.compile the model
     threads: int = 0  # torch intra-op threads on CPU; 0 = all cores
+    processes: PositiveInt = 1  # > 1: DDP, the train stage relaunches itself under torchrun
+
+    @model_validator(mode="after")
+    def _averaging(self) -> Train:
+        if self.average_last == 1 or self.average_last > self.keep_checkpoints:
+            raise ValueError(f"average_last ({self.average_last}) must be 0 (off), or 2 to keep_checkpoints "
+                             f"({self.keep_checkpoints}): only kept checkpoints can be averaged")
+        return self
 
 
 class Evaluate(Section):

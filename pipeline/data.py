@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from pipeline.common import PipelineError
 from pipeline.vocab import PAD
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -33,6 +36,8 @@ class Pairs:
 
     def batch(self, idx: np.ndarray, pin: bool = False) -> dict[str, torch.Tensor]:
         """Pad the pairs ``idx`` into tensors: src [B, S], src_len [B], tgt [B, T]."""
+        import torch  # here, not at the top: the build stage uses this module and needs no torch (2-3 s)
+
         src = _pad(self.src, self.src_off, self.src_len, idx)
         tgt = _pad(self.tgt, self.tgt_off, self.tgt_len, idx)
         out = {"src": torch.from_numpy(src), "src_len": torch.from_numpy(self.src_len[idx].astype(np.int64)),

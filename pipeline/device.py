@@ -21,11 +21,27 @@ def choose_device(pref: str, what: str = "train.device") -> torch.device:
     return torch.device("cpu")
 
 
-def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPUs that have it; full precision elsewhere."""
-    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def choose_amp(setting: str, cuda: bool, bf16_supported: bool) -> torch.dtype | None:
+    """The autocast dtype for ``train.amp``: ``auto`` is bf16 on GPUs that have it, else fp16 (with a
+    GradScaler: T4, V100); none on the CPU, where bf16 autocast is slower than fp32 on most processors."""
+    if setting == "off" or not cuda:
+        return None
+    if setting == "bf16":
+        if not bf16_supported:
+            raise PipelineError("train.amp is 'bf16' but this GPU has no bf16; use 'auto' or 'fp16'")
+        return torch.bfloat16
+    if setting == "fp16":
+        return torch.float16
+    return torch.bfloat16 if bf16_supported else torch.float16
+
+
+def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+    cuda = device.type == "cuda"
+    return choose_amp(setting, cuda, cuda and torch.cuda.is_bf16_supported())
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def init_distributed(device: torch.device) -> tuple[int, int]:

@@ -2,6 +2,16 @@
 
 Both return token ids after ``<s>`` (``[B, T]``, padded with ``<pad>`` after ``</s>``) and the
 attention weights of the chosen hypotheses (``[B, T, S]``, or None for models without them).
+
+Beam search keeps ``beam`` live hypotheses per sentence and, apart from them, a list of the best
+``beam`` finished ones (ended by ``</s>``): a finished hypothesis never holds a live slot, so live ones
+can never push it out (joeynmt, OpenNMT and fairseq do the same). At each step the best ``2 x beam``
+candidates are ranked; those among the first ``beam`` that end in ``</s>`` are finished, and the best
+``beam`` others live on. A sentence is done when it has ``beam`` finished hypotheses and no live one
+can still beat the worst of them: log-probabilities only fall and the GNMT penalty only grows with
+length, so no live hypothesis can end above ``best live score / penalty(max_len)``. Done sentences
+leave the batch, so the others decode faster. A hypothesis cut at the length limit is returned only
+for a sentence where nothing finished.
 """
 
 from __future__ import annotations
@@ -13,28 +23,56 @@ from pipeline.models.base import Seq2SeqBase, map_tensors
 from pipeline.vocab import BOS, EOS, PAD
 
 
+def _select(obj: dict, rows: Tensor) -> dict:
+    return map_tensors(obj, lambda t: t.index_select(0, rows))
+
+
 @torch.no_grad()
 def greedy(model: Seq2SeqBase, src: Tensor, src_len: Tensor, max_len: int) -> tuple[Tensor, Tensor | None]:
+    B, device = src.size(0), src.device
     memory = model.encode(src, src_len)
     state = model.start(memory)
-    y = torch.full((src.size(0),), BOS, dtype=torch.long, device=src.device)
-    done = torch.zeros_like(y, dtype=torch.bool)
-    tokens, weights = [], []
-    for _ in range(max_len):
+    alive = torch.arange(B, device=device)  # which sentences are still being decoded
+    y = torch.full((B,), BOS, dtype=torch.long, device=device)
+    tokens = torch.full((B, max_len), PAD, dtype=torch.long, device=device)
+    attn: Tensor | None = None
+    steps = 0
+    for t in range(max_len):
         logits, state, w = model.step(y, state, memory)
-        y = logits.argmax(-1).masked_fill(done, PAD)
-        tokens.append(y)
-        weights.append(w)
-        done |= y == EOS
-        if bool(done.all()):
-            break
-    attn = torch.stack(weights, 1) if weights[0] is not None else None
-    return torch.stack(tokens, 1), attn
+        y = logits.argmax(-1)
+        tokens[alive, t] = y
+        if w is not None:
+            if attn is None:
+                attn = w.new_zeros(B, max_len, w.size(-1))
+            attn[alive, t] = w
+        steps = t + 1
+        going = (y != EOS).nonzero().squeeze(1)
+        if len(going) < len(y):  # finished sentences leave the batch
+            if len(going) == 0:
+                break
+            alive, y = alive[going], y[going]
+            state, memory = _select(state, going), _select(memory, going)
+    return tokens[:, :steps], (attn[:, :steps] if attn is not None else None)
 
 
-def length_penalty(length: Tensor, alpha: float) -> Tensor:
+def length_penalty(length: Tensor | int, alpha: float) -> Tensor | float:
     """GNMT length penalty ((5 + |Y|) / 6)^alpha; alpha = 0 ranks by raw log-probability."""
     return ((5.0 + length) / 6.0) ** alpha
+
+
+class _Finished:
+    """The best ``beam`` finished hypotheses of one sentence: (normalised score, tokens, attention)."""
+
+    def __init__(self, beam: int):
+        self.beam, self.hyps = beam, []
+
+    def add(self, score: float, tokens: Tensor, attn: Tensor | None) -> None:
+        self.hyps.append((score, tokens, attn))
+        self.hyps.sort(key=lambda h: -h[0])
+        del self.hyps[self.beam:]
+
+    def worst(self) -> float:
+        return self.hyps[-1][0] if len(self.hyps) == self.beam else float("-inf")
 
 
 @torch.no_grad()
@@ -44,42 +82,67 @@ def beam_search(model: Seq2SeqBase, src: Tensor, src_len: Tensor, max_len: int, 
     if beam == 1:
         return greedy(model, src, src_len, max_len)
     B, device = src.size(0), src.device
-    expand = torch.arange(B, device=device).repeat_interleave(beam)  # row i*beam+k is sentence i
-    memory = map_tensors(model.encode(src, src_len), lambda t: t.index_select(0, expand))
-    state = model.start(memory)
-    y = torch.full((B * beam,), BOS, dtype=torch.long, device=device)
+    memory = _select(model.encode(src, src_len), torch.arange(B, device=device).repeat_interleave(beam))
+    state = model.start(memory)  # row i * beam + k is hypothesis k of the i-th sentence still decoding
+    sentences = torch.arange(B, device=device)
     scores = torch.zeros(B, beam, device=device)
-    scores[:, 1:] = float("-inf")  # all hypotheses start equal: keep one
-    finished = torch.zeros(B * beam, dtype=torch.bool, device=device)
-    lengths = torch.zeros(B * beam, device=device)
-    history: list[Tensor] = []
-    attn_history: list[Tensor] = []
-    for _ in range(max_len):
+    scores[:, 1:] = float("-inf")  # every hypothesis starts as <s>: keep one
+    y = torch.full((B * beam,), BOS, dtype=torch.long, device=device)
+    history = torch.empty(B * beam, 0, dtype=torch.long, device=device)  # tokens so far, per row
+    attn_history: Tensor | None = None  # [rows, t, S]
+    finished = [_Finished(beam) for _ in range(B)]
+    best_possible = length_penalty(max_len, alpha)
+    for t in range(max_len):
         logits, state, w = model.step(y, state, memory)
-        logp = torch.log_softmax(logits.float(), -1)  # [B*beam, V]
-        # a finished hypothesis can only continue with <pad>, at no cost
-        logp[finished] = float("-inf")
-        logp[finished, PAD] = 0.0
-        V = logp.size(-1)
-        total = (scores.view(-1, 1) + logp).view(B, beam * V)
-        new_len = lengths.unsqueeze(1) + (~finished).float().unsqueeze(1)  # [B*beam, 1]
-        ranked = total / length_penalty(new_len.expand(-1, V).reshape(B, beam * V), alpha)
-        _, best = ranked.topk(beam, dim=-1)  # [B, beam]
-        origin = best // V + torch.arange(B, device=device).unsqueeze(1) * beam  # source rows
-        y = (best % V).view(-1)
-        origin = origin.view(-1)
-        scores = total.gather(1, best)
-        lengths = new_len.view(-1).index_select(0, origin)
-        finished = finished.index_select(0, origin) | (y == EOS)
-        history = [h.index_select(0, origin) for h in history] + [y]
+        logp = torch.log_softmax(logits.float(), -1)  # [n * beam, V]
+        n, V = len(sentences), logp.size(-1)
+        candidates = (scores.view(-1, 1) + logp).view(n, beam * V)
+        top, index = candidates.topk(min(2 * beam, beam * V), dim=-1)  # [n, 2 * beam], best first
+        rows = index // V + torch.arange(n, device=device).unsqueeze(1) * beam  # the row each extends
+        token = index % V
+        ended = (token == EOS) & torch.isfinite(top)
+        # ranked among the first `beam` and ending in </s>: finished, scored with the length penalty
+        for i, r in ended[:, :beam].nonzero().tolist():
+            row = rows[i, r]
+            hyp_attn = None
+            if w is not None:
+                hyp_attn = w[row, None] if attn_history is None else torch.cat([attn_history[row], w[row, None]])
+            finished[int(sentences[i])].add(float(top[i, r]) / length_penalty(t + 1, alpha),
+                                            torch.cat([history[row], token[i, r, None]]), hyp_attn)
+        # the best `beam` candidates that did not end live on
+        order = (ended.long() * top.size(1) + torch.arange(top.size(1), device=device)).argsort(-1)[:, :beam]
+        scores, rows, token = top.gather(1, order), rows.gather(1, order).view(-1), token.gather(1, order).view(-1)
+        history = torch.cat([history.index_select(0, rows), token.unsqueeze(1)], 1)
         if w is not None:
-            attn_history = [a.index_select(0, origin) for a in attn_history] + [w.index_select(0, origin)]
-        state = map_tensors(state, lambda t, o=origin: t.index_select(0, o))
-        if bool(finished.all()):
-            break
-    final = (scores.view(-1) / length_penalty(lengths, alpha)).view(B, beam)
-    pick = final.argmax(-1) + torch.arange(B, device=device) * beam
-    tokens = torch.stack(history, 1).index_select(0, pick)
-    attn = torch.stack(attn_history, 1).index_select(0, pick) if attn_history else None
-    return tokens, attn
+            step_attn = w.index_select(0, rows).unsqueeze(1)
+            attn_history = step_attn if attn_history is None else torch.cat(
+                [attn_history.index_select(0, rows), step_attn], 1)
+        state, y = _select(state, rows), token
+        # done: `beam` finished hypotheses, and no live one can still beat the worst of them
+        worst = torch.tensor([finished[int(s)].worst() for s in sentences], device=device)
+        going = (scores[:, 0] / best_possible > worst).nonzero().squeeze(1)
+        if len(going) < n:
+            if len(going) == 0:
+                break
+            keep_rows = (going.unsqueeze(1) * beam + torch.arange(beam, device=device)).view(-1)
+            sentences, scores, y = sentences[going], scores[going], y[keep_rows]
+            history = history[keep_rows]
+            attn_history = attn_history[keep_rows] if attn_history is not None else None
+            state, memory = _select(state, keep_rows), _select(memory, keep_rows)
+    for i, s in enumerate(sentences.tolist()):  # the length limit: a cut hypothesis only where none finished
+        if not finished[s].hyps:
+            finished[s].add(float(scores[i, 0]), history[i * beam],
+                            attn_history[i * beam] if attn_history is not None else None)
+    return _pad([f.hyps[0] for f in finished], src.size(1), device)
 
+
+def _pad(hyps: list[tuple[float, Tensor, Tensor | None]], src_width: int, device: torch.device
+         ) -> tuple[Tensor, Tensor | None]:
+    width = max(len(tokens) for _, tokens, _ in hyps)
+    tokens = torch.full((len(hyps), width), PAD, dtype=torch.long, device=device)
+    attn = torch.zeros(len(hyps), width, src_width, device=device) if hyps[0][2] is not None else None
+    for i, (_, seq, a) in enumerate(hyps):
+        tokens[i, : len(seq)] = seq
+        if attn is not None:
+            attn[i, : len(seq), : a.size(-1)] = a
+    return tokens, attn

@@ -40,7 +40,12 @@ def model_name(corpus: str, src: str, tgt: str, override: str | None = None) -> 
 
 
 def _pyfunc_class() -> type:
+    import warnings
+
     import mlflow.pyfunc
+
+    # the signature is given explicitly when the model is logged; type hints would make a second one
+    warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
 
     class TranslatorModel(mlflow.pyfunc.PythonModel):
         """Text in, translations out (the class is built here so that importing this module needs no MLflow)."""
@@ -52,7 +57,8 @@ def _pyfunc_class() -> type:
             self.translator = Translator.from_file(Path(context.artifacts["model"]), device,
                                                    Decoding(**context.model_config))
 
-        def predict(self, context: Any, model_input: Any, params: dict | None = None) -> list[str]:
+        # no type hints: MLflow would infer a signature from them; the logged one is explicit
+        def predict(self, context, model_input, params=None):
             import torch
 
             texts = model_input["text"].tolist() if hasattr(model_input, "columns") else list(model_input)

@@ -44,7 +44,12 @@ def connect(root: Path) -> Any:
 
     for noisy in ("alembic", "mlflow.store.db.utils"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    user_uri = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking_uri(root))
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI, which would then point every later project
+    # connected from this process (a flow, a benchmark, a test) at this one's store
+    if user_uri is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
     return mlflow
 
 

@@ -6,8 +6,9 @@ divided by the target tokens of the whole step, so 2 processes (torchrun, DDP) a
 ``accumulate: 2`` take the same steps. The last, incomplete group of an epoch is skipped then.
 
 Resumable: ``checkpoints/last.pt`` (outside DVC's outputs, so DVC does not delete it) is written
-atomically every ``checkpoint_every`` steps and at each epoch end, with the model, optimiser, LR
-scheduler, RNG state, position in the epoch and the MLflow run id; the last ``keep_checkpoints``
+atomically every ``checkpoint_every`` steps and at each epoch end, with the model, optimiser, fp16
+grad scaler, RNG states (CPU and CUDA), position in the epoch and the MLflow run id (the learning
+rate follows from the step and the time used); the last ``keep_checkpoints``
 step checkpoints and ``best.pt`` are kept too. A rerun with the same params and data resumes; other
 params or data (another fingerprint) start afresh.
 
@@ -25,6 +26,10 @@ import contextlib
 import json
 import logging
 import math
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from tqdm import tqdm
 
@@ -40,29 +46,34 @@ from pipeline.cli import stage_main
 from pipeline.common import PipelineError, atomic_file, stage_outputs
 from pipeline.config import Params, Paths, Train
 from pipeline.data import Pairs, load_split, padding_ratio, token_batches
-from pipeline.device import autocast, choose_device, init_distributed
+from pipeline.device import amp_dtype, autocast, choose_device, init_distributed
 from pipeline.models import Seq2SeqBase, build_model
 from pipeline.tracking import connect, experiment_id, flatten, run_tags
 
 log = logging.getLogger(__name__)
 
 
-def lr_factor(cfg: Train, total_steps: int):
-    """Multiplier of train.lr at optimiser step s (0-based)."""
+def lr_factor(cfg: Train, step: int, progress: float) -> float:
+    """Multiplier of train.lr at optimiser step ``step`` (0-based). ``progress`` (0 to 1) is how far
+    training is: through its epochs, or through ``max_minutes``, whichever is further; so a time-budgeted
+    cosine schedule anneals by the end of the budget instead of by an epoch count it never reaches."""
+    s, warm = step + 1, cfg.warmup_steps
+    if cfg.scheduler == "noam":  # linear warmup, then 1/sqrt(step); peaks at lr
+        return min(s / max(warm, 1), math.sqrt(max(warm, 1) / s))
+    if warm and s <= warm:
+        return s / warm
+    if cfg.scheduler == "cosine":
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))  # down to 10% of lr
+    return 1.0
+
+
+def progress(cfg: Train, step: int, total_steps: int, seconds: float) -> float:
+    """How far training is, 0 to 1, after the warmup: through its steps, or through its time budget
+    (``seconds`` of training so far against ``max_minutes``), whichever is further."""
     warm = cfg.warmup_steps
-
-    def factor(s: int) -> float:
-        s += 1
-        if cfg.scheduler == "noam":  # linear warmup, then 1/sqrt(step); peaks at lr
-            return min(s / max(warm, 1), math.sqrt(max(warm, 1) / s))
-        if warm and s <= warm:
-            return s / warm
-        if cfg.scheduler == "cosine":
-            progress = min(1.0, (s - warm) / max(total_steps - warm, 1))
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))  # down to 10% of lr
-        return 1.0
-
-    return factor
+    by_steps = (step - warm) / max(total_steps - warm, 1)
+    by_time = seconds / (60 * cfg.max_minutes) if cfg.max_minutes else 0.0
+    return min(max(by_steps, by_time, 0.0), 1.0)
 
 
 def teacher_forcing(cfg: Train, step: int, total_steps: int) -> float:
@@ -88,7 +99,8 @@ class LossModule(nn.Module):
 
 
 @torch.no_grad()
-def valid_loss(model: Seq2SeqBase, data: Pairs, max_tokens: int, device: torch.device, amp: bool) -> float:
+def valid_loss(model: Seq2SeqBase, data: Pairs, max_tokens: int, device: torch.device,
+               amp: torch.dtype | None = None) -> float:
     """Token-level negative log-likelihood on ``data`` (no label smoothing)."""
     was_training = model.training
     model.eval()
@@ -158,7 +170,8 @@ class Session:
     model: Seq2SeqBase
     loss_module: nn.Module  # the model's loss, wrapped in DDP when world > 1
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
+    amp: torch.dtype | None  # autocast dtype (CUDA only)
+    scaler: torch.amp.GradScaler  # fp16 only; a no-op otherwise
     train_set: Pairs
     valid_set: Pairs
     group: int  # batches per optimiser step (accumulate x processes)
@@ -177,8 +190,14 @@ class Session:
 
     def checkpoint_blob(self, state: State) -> dict[str, Any]:
         return {"fingerprint": self.fingerprint, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": checkpoint.rng_state(), "state": asdict(state)}
+
+    def set_lr(self, state: State, seconds: float) -> float:
+        lr = self.cfg.lr * lr_factor(self.cfg, state.step, progress(self.cfg, state.step, self.total_steps, seconds))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
 
     def save_checkpoint(self, state: State) -> None:
         if self.rank == 0:
@@ -229,14 +248,15 @@ def setup(params: Params, paths: Paths) -> Session:
     if steps_per_epoch == 0:
         raise PipelineError(f"one epoch has {n_batches} batches, fewer than accumulate x processes ({group})")
     total_steps = steps_per_epoch * cfg.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total_steps))
+    amp = amp_dtype(cfg.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     loss_module: nn.Module = LossModule(model)
     if cfg.compile:
-        model.forward = torch.compile(model.forward)  # compiles the teacher-forced pass; weights keep their names
+        model.forward = torch.compile(model.forward, dynamic=True)  # the teacher-forced pass; weights keep their names
     if world > 1:
         loss_module = nn.parallel.DistributedDataParallel(
             loss_module, device_ids=[device] if device.type == "cuda" else None)
-    return Session(params, paths, device, rank, world, model, loss_module, optimizer, scheduler, train_set,
+    return Session(params, paths, device, rank, world, model, loss_module, optimizer, amp, scaler, train_set,
                    valid_set, group, steps_per_epoch, total_steps, _fingerprint(params, paths, world),
                    connect(paths.root) if rank == 0 else None)
 
@@ -255,7 +275,7 @@ def resume(s: Session) -> State:
     if ck is not None and ck["fingerprint"] == s.fingerprint and not ck["state"].get("complete"):
         s.model.load_state_dict(ck["model"])
         s.optimizer.load_state_dict(ck["optimizer"])
-        s.scheduler.load_state_dict(ck["scheduler"])
+        s.scaler.load_state_dict(ck["scaler"])
         checkpoint.set_rng_state(ck["rng"])
         state = State(**ck["state"])
         log.info("resuming from %s: epoch %d, batch %d, step %d", last, state.epoch + 1, state.batch, state.step)
@@ -321,6 +341,7 @@ def train_epoch(s: Session, state: State, epoch: int) -> None:
                disable=None if s.rank == 0 else True, initial=state.batch, total=len(groups))
     tic = time.perf_counter()
     for i in bar:
+        s.set_lr(state, state.train_seconds + time.perf_counter() - tic)
         # every batch's loss is divided by the target tokens of the whole step (all processes)
         step_tokens = sum(int(data.tgt_len[b].sum()) - len(b) for b in groups[i])
         teacher = teacher_forcing(cfg, state.step, s.total_steps)
@@ -328,15 +349,16 @@ def train_epoch(s: Session, state: State, epoch: int) -> None:
         for j, idx in enumerate(mine):
             b = {k: v.to(s.device, non_blocking=pin) for k, v in data.batch(idx, pin).items()}
             sync = j == len(mine) - 1 or s.world == 1
-            with (contextlib.nullcontext() if sync else s.loss_module.no_sync()), autocast(s.device, cfg.amp):
+            with (contextlib.nullcontext() if sync else s.loss_module.no_sync()), autocast(s.device, s.amp):
                 loss, nll, n = s.loss_module(b["src"], b["src_len"], b["tgt"], cfg.label_smoothing, teacher)
-                (loss * s.world / step_tokens).backward()
+                s.scaler.scale(loss * s.world / step_tokens).backward()
             state.epoch_loss += nll.item()
             state.epoch_tokens += n
             state.train_tokens += n * s.world
+        s.scaler.unscale_(s.optimizer)
         torch.nn.utils.clip_grad_norm_(s.model.parameters(), cfg.clip)
-        s.optimizer.step()
-        s.scheduler.step()
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
         s.optimizer.zero_grad(set_to_none=True)
         state.step += 1
         state.batch = i + 1
@@ -368,13 +390,14 @@ def validate(s: Session, state: State, epoch: int) -> dict[str, float]:
     """The epoch's row of metrics: train and valid loss/perplexity, LR, teacher forcing (and valid BLEU)."""
     cfg = s.cfg
     train_loss = state.epoch_loss / max(state.epoch_tokens, 1)
-    v_loss = valid_loss(s.model, s.valid_set, s.params.build.max_tokens, s.device, cfg.amp)
+    v_loss = valid_loss(s.model, s.valid_set, s.params.build.max_tokens, s.device, s.amp)
     if not math.isfinite(v_loss):
         raise PipelineError(f"the valid loss is {v_loss} after epoch {epoch + 1}: training diverged; "
                             "lower train.lr or raise train.warmup_steps")
     row = {"epoch": epoch + 1, "train_loss": train_loss, "train_ppl": math.exp(min(train_loss, 50)),
            "valid_loss": v_loss, "valid_ppl": math.exp(min(v_loss, 50)), "step": state.step,
-           "lr": s.scheduler.get_last_lr()[0], "teacher_forcing": teacher_forcing(cfg, state.step, s.total_steps)}
+           "lr": s.optimizer.param_groups[0]["lr"],
+           "teacher_forcing": teacher_forcing(cfg, state.step, s.total_steps)}
     if s.higher_is_better:
         row["valid_bleu"] = valid_bleu(s.model, s.valid_set, s.paths.tokenizer, s.params.build.max_tokens, s.device)
     log.info("epoch %d: train loss %.4f (ppl %.2f), valid loss %.4f (ppl %.2f)%s", epoch + 1, train_loss,
@@ -426,6 +449,8 @@ def finish(s: Session, state: State) -> dict[str, Any]:
         params, paths, model, mlflow = s.params, s.paths, s.model, s.mlflow
         best = torch.load(paths.checkpoints / "best.pt", map_location=s.device, weights_only=True)
         model.load_state_dict(best["state_dict"])
+        if s.cfg.average_last:
+            metrics |= _average_if_better(s, best_row["valid_loss"])
         extra = {"src_lang": params.data.src, "tgt_lang": params.data.tgt, "epoch": best_row["epoch"],
                  "run_id": state.run_id, "normalize": params.clean.normalize, "max_len": params.build.max_len,
                  "korean_morphemes": params.clean.korean_morphemes,  # the translator repeats the preprocessing
@@ -446,8 +471,50 @@ def finish(s: Session, state: State) -> dict[str, Any]:
     return metrics
 
 
+def _average_if_better(s: Session, best_loss: float) -> dict[str, Any]:
+    """Average the last ``average_last`` step checkpoints into the model, and keep the average when its
+    valid loss is at least as low as the best epoch's (it usually is: the cheapest BLEU there is)."""
+    files = sorted(s.paths.checkpoints.glob("step-*.pt"))[-s.cfg.average_last:]
+    if len(files) < 2:
+        log.info("only %d step checkpoint(s): nothing to average", len(files))
+        return {}
+    best = {k: v.clone() for k, v in s.model.state_dict().items()}
+    averaged = checkpoint.average(files)
+    s.model.load_state_dict({k: averaged[k].to(best[k].dtype) for k in best})
+    loss = valid_loss(s.model, s.valid_set, s.params.build.max_tokens, s.device, s.amp)
+    kept = loss <= best_loss
+    if not kept:
+        s.model.load_state_dict(best)
+    log.info("average of the last %d checkpoints: valid loss %.4f against %.4f for the best epoch; %s",
+             len(files), loss, best_loss, "keeping the average" if kept else "keeping the best epoch")
+    if s.mlflow is not None:
+        s.mlflow.log_metrics({"averaged_valid_loss": loss})
+    return {"averaged_checkpoints": len(files) if kept else 0, "averaged_valid_loss": round(loss, 4)}
+
+
+def _under_torchrun(params: Params, paths: Paths) -> dict:
+    """``train.processes > 1``: this stage again, as that many DDP processes (so dvc.yaml's command stays
+    `python -m pipeline.train`). Each process gets its share of the CPU threads."""
+    n = params.train.processes
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=paths.root, delete=False) as fh:
+        yaml.safe_dump(params.model_dump(), fh, allow_unicode=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or n) // n)))
+    try:
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               f"--nproc_per_node={n}", "-m", "pipeline.train", "--params", fh.name,
+                               "--root", str(paths.root)], env=env)
+    finally:
+        os.unlink(fh.name)
+    if done.returncode:
+        raise PipelineError(f"{n} training processes under torchrun failed (exit {done.returncode}); "
+                            f"see {paths.logs / 'train.log'} and the lines above")
+    return json.loads((paths.metrics / "train.json").read_text())
+
+
 def run(params: Params, paths: Paths) -> dict:
     """Train the model; resume from checkpoints/last.pt when it matches."""
+    if params.train.processes > 1 and "WORLD_SIZE" not in os.environ:
+        return _under_torchrun(params, paths)
     s = setup(params, paths)
     state = resume(s)
     s.paths.checkpoints.mkdir(parents=True, exist_ok=True)

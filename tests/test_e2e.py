@@ -196,14 +196,18 @@ def test_train_register_promote_retrain_and_serve(repo, upstream, prefect):
     assert answer == {"predictions": [by_alias.stdout.strip()]}
 
 
-def test_bad_model_references_are_one_line(repo):
+def test_bad_model_references_are_one_line(repo, capsys):
+    from pipeline.translate import main
+
     for reference, message in ((f"models:/{NAME}@gold", "Registered model alias gold not found"),
                                ("models:/no-such-model@champion", "Registered Model with name=no-such-model not found"),
                                (str(repo / "nowhere.pt"), "nowhere.pt not found")):
-        proc = _translate(repo, "--model", reference, "안녕")
-        assert proc.returncode == 1 and "Traceback" not in proc.stderr
-        line = proc.stderr.strip().splitlines()[-1]
-        assert line.startswith("error: translate: ") and message in line, proc.stderr[-2000:]
+        with pytest.raises(SystemExit) as exit_:
+            main(["--root", str(repo), "--model", reference, "안녕"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 1 and "Traceback" not in err
+        line = err.strip().splitlines()[-1]
+        assert line.startswith("error: translate: ") and message in line, err[-2000:]
 
 
 def test_bad_params_fail_before_any_stage(repo, prefect):

@@ -52,8 +52,8 @@ def test_every_variant_overfits_a_tiny_batch_and_decodes_it(kw):
     tgts = [[BOS, *reversed(s[:-1]), EOS] for s in srcs]  # learn to reverse
     src, src_len, tgt = _batch(srcs, tgts)
     model = _model(**kw)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2 if kw.get("arch") != "transformer" else 3e-3)
-    for _ in range(200):
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-2 if kw.get("arch") != "transformer" else 5e-3)
+    for _ in range(120):
         loss, _, n = model.loss(src, src_len, tgt)
         opt.zero_grad()
         (loss / n).backward()

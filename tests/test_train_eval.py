@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ import torch
 
 from pipeline import evaluate, train
 from pipeline.checkpoint import load_model
-from pipeline.config import Paths, load_params
+from pipeline.config import Paths, load_params, merged
 from pipeline.data import load_split
 from pipeline.tracking import default_uri
 from tests.conftest import ROOT, write_params
@@ -60,8 +61,6 @@ def test_train_outputs_and_mlflow_run(trained):
     assert [m.step for m in client.get_metric_history(run_id, "valid_loss")] == [1, 2]
     assert {a.path for a in client.list_artifacts(run_id)} >= {"tokenizer", "data_reports"}
     assert run.data.metrics["clean.kept_pairs"] > 1000 and "tokenize.src_unk_rate" in run.data.metrics
-    models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
-    assert any(m.source_run_id == run_id for m in models)
 
 
 def test_evaluate_writes_metrics_samples_and_logs_to_the_run(trained):
@@ -83,6 +82,12 @@ def test_evaluate_writes_metrics_samples_and_logs_to_the_run(trained):
     assert logged["bleu"] == pytest.approx(metrics["bleu"], abs=0.01)
     figures = {a.path for a in client.list_artifacts(run_id, "attention")}
     assert figures == {"attention/test-00.png", "attention/test-01.png"}
+    # the servable model: logged with the scores linked to it, and registered as a version
+    logged = [m for m in client.search_logged_models([client.get_run(run_id).info.experiment_id])
+              if m.source_run_id == run_id]
+    assert len(logged) == 1 and {m.key for m in logged[0].metrics} >= {"bleu", "chrf"}
+    version = client.get_model_version(metrics["model_name"], metrics["model_version"])
+    assert version.tags["test_data"] == metrics["test_data"] and float(version.tags["bleu"]) == metrics["bleu"]
 
 
 def test_translate_cli(trained):
@@ -189,14 +194,13 @@ def test_changed_params_do_not_resume_a_stale_checkpoint(tiny_project, tmp_path,
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tiny_project, tmp_path):
     _, base = tiny_project
     overrides = {"model": {"dropout": 0.0}, "train": {"epochs": 2, "checkpoint_every": 1000}}
-    params, single = _copy_project(base, tmp_path / "single", {**overrides, "train": {**overrides["train"],
-                                                                                     "accumulate": 2}})
+    params, single = _copy_project(base, tmp_path / "single", merged(overrides, {"train": {"accumulate": 2}}))
     train.run(params, single)
-    _, ddp = _copy_project(base, tmp_path / "ddp", overrides)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "pipeline.train", "--root", str(ddp.root), "--params", str(ddp.root / "params.yaml")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    # train.processes: 2 -- the stage relaunches itself under torchrun, so dvc.yaml's command is unchanged
+    _, ddp = _copy_project(base, tmp_path / "ddp", merged(overrides, {"train": {"processes": 2}}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "pipeline.train", "--root", str(ddp.root), "--params", str(ddp.root / "params.yaml")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one = torch.load(single.checkpoints / "last.pt", weights_only=True)["state"]
     two = torch.load(ddp.checkpoints / "last.pt", weights_only=True)["state"]
@@ -206,20 +210,88 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tiny_pro
     assert json.loads((ddp.metrics / "train.json").read_text())["steps"] == one["step"]
 
     # with a time budget, rank 0's clock stops both ranks at the same step (else one would wait for ever)
-    budget = load_params(write_params(ddp.root, {**overrides, "train": {**overrides["train"], "max_minutes": 0.001}}))
-    assert budget.train.max_minutes == 0.001
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "pipeline.train", "--root", str(ddp.root), "--params", str(ddp.root / "params.yaml")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    write_params(ddp.root, merged(overrides, {"train": {"processes": 2, "max_minutes": 0.001}}))
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((ddp.metrics / "train.json").read_text())["epochs"] == 1
 
 
+@pytest.mark.slow
+def test_torch_compile_trains_to_the_end_and_the_model_loads(tiny_project, tmp_path):
+    from pipeline.translator import Translator
+
+    _, base = tiny_project
+    transformer = {"arch": "transformer", "emb_dim": 32, "hidden": 32,
+                   "transformer": {"ff_dim": 64, "enc_layers": 1, "dec_layers": 1}}
+    params, paths = _copy_project(base, tmp_path / "compiled", {
+        "model": transformer, "train": {"compile": True, "epochs": 1, "embeddings": "random"}})
+    metrics = train.run(params, paths)
+    assert metrics["epochs"] == 1 and math.isfinite(metrics["valid_loss"])
+    assert Translator.from_file(paths.model / "model.pt").translate(["나는 책을 읽었다"])[0]
+
+
 def test_translator_repeats_the_training_preprocessing(trained):
-    from pipeline.translate import Translator
+    from pipeline.translator import Translator
 
     _, paths, _ = trained
     translator = Translator.from_file(paths.model / "model.pt")
     assert translator.preprocess("ＡＢ  책을\u200b 읽었다") == "AB 책을 읽었다"
     translator.korean_morphemes = True  # as for a model trained with clean.korean_morphemes
     assert translator.preprocess("책을 읽었다") == "책 을 읽 었 다"
+
+
+def test_cosine_schedule_anneals_over_the_time_budget():
+    from pipeline.config import Train
+
+    cfg = Train(scheduler="cosine", warmup_steps=10, epochs=200, max_minutes=25)
+    total = 200 * 92  # 200 epochs of Multi30k that the 25-minute budget never reaches
+    assert train.progress(cfg, 500, total, 0.0) < 0.03  # by steps alone: barely started
+    assert train.progress(cfg, 500, total, 12.5 * 60) == pytest.approx(0.5)  # half the budget
+    assert train.lr_factor(cfg, 2000, train.progress(cfg, 2000, total, 25 * 60)) == pytest.approx(0.1)
+    assert train.lr_factor(cfg, 4, 0.0) == pytest.approx(0.5)  # warmup
+    no_budget = Train(scheduler="cosine", epochs=2)
+    assert train.progress(no_budget, 50, 100, 3600.0) == pytest.approx(0.5)  # epochs only
+
+
+def test_amp_is_fp16_with_a_scaler_where_the_gpu_has_no_bf16():
+    from pipeline.common import PipelineError
+    from pipeline.device import choose_amp
+
+    assert choose_amp("auto", cuda=True, bf16_supported=False) is torch.float16  # T4, V100: GradScaler
+    assert choose_amp("auto", cuda=True, bf16_supported=True) is torch.bfloat16
+    assert choose_amp("auto", cuda=False, bf16_supported=False) is None  # CPU: full precision
+    assert choose_amp("off", cuda=True, bf16_supported=True) is None
+    with pytest.raises(PipelineError, match="train.amp is 'bf16' but this GPU has no bf16"):
+        choose_amp("bf16", cuda=True, bf16_supported=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_checkpoint_carries_the_cuda_rng_state():
+    from pipeline import checkpoint
+
+    state = checkpoint.rng_state()
+    assert len(state["cuda"]) == torch.cuda.device_count()
+
+
+def test_checkpoint_average_is_the_elementwise_mean(tmp_path):
+    from pipeline import checkpoint
+
+    for i, value in enumerate((1.0, 2.0, 6.0)):
+        torch.save({"model": {"w": torch.full((2, 2), value), "b": torch.tensor([value])}}, tmp_path / f"{i}.pt")
+    averaged = checkpoint.average(sorted(tmp_path.glob("*.pt")))
+    assert averaged["w"].tolist() == [[3.0, 3.0], [3.0, 3.0]] and averaged["b"].tolist() == [3.0]
+
+
+def test_training_with_checkpoint_averaging(tiny_project, tmp_path):
+    _, base = tiny_project
+    params, paths = _copy_project(base, tmp_path / "avg", {"train": {"epochs": 3, "keep_checkpoints": 3,
+                                                                     "average_last": 3, "checkpoint_every": 1000}})
+    metrics = train.run(params, paths)
+    assert metrics["averaged_valid_loss"] > 0
+    if metrics["averaged_checkpoints"]:  # the average was kept: it is what models/model.pt holds
+        assert metrics["averaged_checkpoints"] == 3
+        assert metrics["averaged_valid_loss"] <= metrics["valid_loss"]
+    from pipeline.config import Train
+
+    with pytest.raises(ValueError, match=r"average_last \(4\) must be 0 \(off\), or 2 to keep_checkpoints \(2\)"):
+        Train(average_last=4, keep_checkpoints=2)

@@ -2,6 +2,9 @@
 
 Attention runs through ``F.scaled_dot_product_attention``, which picks fused kernels (flash /
 memory-efficient) on GPUs; weights are computed explicitly only when asked for (heatmaps).
+Decoding is incremental: each decoder layer caches the keys and values of the positions decoded so
+far, and the cross-attention keys and values of the source are computed once per sentence, so a
+step costs one position, not the whole prefix.
 Options: sinusoidal or learned positions, pre- or post-layer-norm, tied embeddings.
 Masks: source padding in encoder self-attention and cross-attention; causal in decoder
 self-attention (target padding sits after every real token, so causality alone keeps real
@@ -47,10 +50,15 @@ class MultiHeadAttention(nn.Module):
     def _split(self, x: Tensor) -> Tensor:  # [B, L, D] -> [B, heads, L, D/heads]
         return x.view(x.size(0), x.size(1), self.heads, -1).transpose(1, 2)
 
-    def forward(self, x: Tensor, kv: Tensor, key_mask: Tensor | None = None, causal: bool = False,
-                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        """x [B, T, D], kv [B, S, D], key_mask [B, S] (True = real) -> [B, T, D], weights [B, T, S] | None"""
-        q, k, v = self._split(self.q(x)), self._split(self.k(kv)), self._split(self.v(kv))
+    def keys_values(self, kv: Tensor) -> tuple[Tensor, Tensor]:
+        """kv [B, S, D] -> keys, values [B, heads, S, D/heads]"""
+        return self._split(self.k(kv)), self._split(self.v(kv))
+
+    def attend(self, x: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, causal: bool = False,
+               need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """x [B, T, D] against keys/values [B, heads, S, D/heads]; key_mask [B, S] (True = real)
+        -> [B, T, D], weights [B, T, S] | None"""
+        q = self._split(self.q(x))
         mask = key_mask[:, None, None, :] if key_mask is not None else None
         weights = None
         if need_weights:
@@ -67,6 +75,10 @@ class MultiHeadAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                                  dropout_p=self.dropout if self.training else 0.0)
         return self.o(out.transpose(1, 2).flatten(2)), weights
+
+    def forward(self, x: Tensor, kv: Tensor, key_mask: Tensor | None = None, causal: bool = False,
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        return self.attend(x, *self.keys_values(kv), key_mask, causal, need_weights)
 
 
 class Layer(nn.Module):
@@ -87,15 +99,34 @@ class Layer(nn.Module):
         y, w = fn(x)
         return self.norms[i](x + self.dropout(y)), w
 
-    def forward(self, x: Tensor, self_mask: Tensor | None, memory: Tensor | None = None,
+    def forward(self, x: Tensor, self_mask: Tensor | None, cross_kv: tuple[Tensor, Tensor] | None = None,
                 memory_mask: Tensor | None = None, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """All positions at once (the encoder; the decoder under teacher forcing, causally masked)."""
         causal = self.cross_attn is not None
         x, _ = self._sub(0, x, lambda h: self.self_attn(h, h, self_mask, causal=causal))
         weights = None
         if self.cross_attn is not None:
-            x, weights = self._sub(1, x, lambda h: self.cross_attn(h, memory, memory_mask, need_weights=need_weights))
-        x, _ = self._sub(len(self.norms) - 1, x, lambda h: (self.ff(h), None))
+            x, weights = self._sub(1, x, lambda h: self.cross_attn.attend(h, *cross_kv, memory_mask,
+                                                                          need_weights=need_weights))
+        x, _ = self._sub(-1, x, lambda h: (self.ff(h), None))
         return x, weights
+
+    def step(self, x: Tensor, cache: tuple[Tensor, Tensor], cross_kv: tuple[Tensor, Tensor], memory_mask: Tensor,
+             need_weights: bool) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor]]:
+        """One new decoder position x [B, 1, D] against the cached keys/values of the earlier ones;
+        returns the output, the cross-attention weights and the cache grown by this position."""
+        grown: list[Tensor] = []
+
+        def self_attention(h: Tensor) -> tuple[Tensor, None]:
+            k, v = self.self_attn.keys_values(h)
+            grown.extend((torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)))
+            return self.self_attn.attend(h, *grown)  # every cached position is earlier: no mask needed
+
+        x, _ = self._sub(0, x, self_attention)
+        x, weights = self._sub(1, x, lambda h: self.cross_attn.attend(h, *cross_kv, memory_mask,
+                                                                      need_weights=need_weights))
+        x, _ = self._sub(2, x, lambda h: (self.ff(h), None))
+        return x, weights, (grown[0], grown[1])
 
 
 class TransformerSeq2Seq(Seq2SeqBase):
@@ -134,11 +165,11 @@ class TransformerSeq2Seq(Seq2SeqBase):
         if cfg.tie_embeddings:
             self.out.weight = self.tgt_embed.weight  # output projection = target embeddings
 
-    def _embed(self, tokens: Tensor, table: nn.Embedding, side: str) -> Tensor:
-        if tokens.size(1) > self.cfg.max_positions:
-            raise ValueError(f"sequence of {tokens.size(1)} tokens exceeds model.max_positions")
+    def _embed(self, tokens: Tensor, table: nn.Embedding, side: str, offset: int = 0) -> Tensor:
+        if offset + tokens.size(1) > self.cfg.max_positions:
+            raise ValueError(f"sequence of {offset + tokens.size(1)} tokens exceeds model.max_positions")
         positions = (getattr(self, f"{side}_pos").weight if self.cfg.positions == "learned"
-                     else self.sinusoid)[: tokens.size(1)]
+                     else self.sinusoid)[offset: offset + tokens.size(1)]
         return self.dropout(table(tokens) * math.sqrt(self.cfg.hidden) + positions)
 
     def encode(self, src: Tensor, src_len: Tensor) -> dict:
@@ -146,25 +177,61 @@ class TransformerSeq2Seq(Seq2SeqBase):
         x = self._embed(src, self.src_embed, "src")
         for layer in self.encoder:
             x, _ = layer(x, mask)
-        return {"memory": self.enc_norm(x), "mask": mask}
+        memory = self.enc_norm(x)
+        # what each decoder layer's cross-attention reads: computed once per sentence, reused at every step
+        kv = [layer.cross_attn.keys_values(memory) for layer in self.decoder]
+        return {"memory": memory, "mask": mask, "cross_k": [k for k, _ in kv], "cross_v": [v for _, v in kv]}
 
     def _decode(self, tgt_in: Tensor, memory: dict, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         x = self._embed(tgt_in, self.tgt_embed, "tgt")
         weights = None
         for i, layer in enumerate(self.decoder):
             last = i == len(self.decoder) - 1
-            x, w = layer(x, None, memory["memory"], memory["mask"], need_weights=need_weights and last)
+            x, w = layer(x, None, (memory["cross_k"][i], memory["cross_v"][i]), memory["mask"],
+                         need_weights=need_weights and last)
             weights = w if last else weights
         return self.out(self.dec_norm(x)), weights
 
     def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
         return self._decode(tgt_in, self.encode(src, src_len))
 
+    def sampled_logits(self, src: Tensor, src_len: Tensor, tgt_in: Tensor, teacher_forcing: float) -> Tensor:
+        """Scheduled sampling in two passes (Mihaylova & Martins 2019): a teacher-forced pass without
+        gradients predicts every position at once; each input token after <s> is then the gold one with
+        probability ``teacher_forcing``, else that prediction; a second pass trains on the mix.
+        One extra decoder pass instead of a step loop over the target."""
+        memory = self.encode(src, src_len)
+        with torch.no_grad():
+            predicted = self._decode(tgt_in, memory)[0].argmax(-1)  # [B, T]: the token after each prefix
+        use_model = (torch.rand(tgt_in.shape, device=tgt_in.device) >= teacher_forcing) & (tgt_in != PAD)
+        mixed = tgt_in.clone()
+        mixed[:, 1:] = torch.where(use_model[:, 1:], predicted[:, :-1], tgt_in[:, 1:])
+        return self._decode(mixed, memory)[0]
+
+    # --- decoding, one step at a time -----------------------------------------------------------------
+
+    incremental = True  # False: every step re-decodes the whole prefix (kept to compare in tests and bench/)
+
     def start(self, memory: dict) -> dict:
-        return {"prefix": memory["memory"].new_zeros((memory["memory"].size(0), 0), dtype=torch.long)}
+        if not self.incremental:
+            return {"prefix": memory["mask"].new_zeros((memory["mask"].size(0), 0), dtype=torch.long)}
+        empty = memory["cross_k"][0][:, :, :0]  # [B, heads, 0, D/heads]
+        return {"k": [empty] * len(self.decoder), "v": [empty] * len(self.decoder)}
 
     def step(self, y_prev: Tensor, state: dict, memory: dict) -> tuple[Tensor, dict, Tensor | None]:
-        # the prefix is re-decoded each step: simple, and cheap for sentence-length outputs
-        prefix = torch.cat([state["prefix"], y_prev.unsqueeze(1)], 1)
-        logits, weights = self._decode(prefix, memory, need_weights=not self.training)
-        return logits[:, -1], {"prefix": prefix}, (weights[:, -1] if weights is not None else None)
+        need_weights = not self.training
+        if "prefix" in state:
+            prefix = torch.cat([state["prefix"], y_prev.unsqueeze(1)], 1)
+            logits, weights = self._decode(prefix, memory, need_weights=need_weights)
+            return logits[:, -1], {"prefix": prefix}, (weights[:, -1] if weights is not None else None)
+        x = self._embed(y_prev.unsqueeze(1), self.tgt_embed, "tgt", offset=state["k"][0].size(2))  # [B, 1, D]
+        keys, values, weights = [], [], None
+        for i, layer in enumerate(self.decoder):
+            last = i == len(self.decoder) - 1
+            x, w, (k, v) = layer.step(x, (state["k"][i], state["v"][i]), (memory["cross_k"][i], memory["cross_v"][i]),
+                                      memory["mask"], need_weights=need_weights and last)
+            keys.append(k)
+            values.append(v)
+            weights = w if last else weights
+        logits = self.out(self.dec_norm(x))[:, 0]
+        return logits, {"k": keys, "v": values}, (weights[:, 0] if weights is not None else None)
