@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", default=".", help="the project root (models/, params.yaml, mlflow.db)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="default: cpu")
     parser.add_argument("--beam", type=_positive, help="beam size (1 = greedy; default: evaluate.beam_size)")
+    parser.add_argument("--engine", default="torch", choices=["torch", "ctranslate2"],
+                        help="ctranslate2: int8 CTranslate2 for Transformer models (the extra 'fast'); default torch")
     args = parser.parse_args(argv)
     setup_logging()
     from pipeline.serving import load_translator
@@ -65,6 +67,11 @@ def main(argv: list[str] | None = None) -> None:
             decoding["beam_size"] = args.beam
         with torch.inference_mode():
             translator = load_translator(reference, root, decoding, str(device))
+            if args.engine == "ctranslate2":
+                from pipeline.ct2 import ct2_translator
+
+                translator = ct2_translator(translator, "int8" if device.type == "cpu" else "int8_float16",
+                                            device.type)
             for line in translator.translate(sentences):
                 print(line)
     except PipelineError as exc:
