@@ -6,7 +6,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: help install pipeline repro promote test lint ui serve serve-model
+.PHONY: help install pipeline repro promote compare test lint ui serve serve-model
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,11 +23,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
-pipeline: $(STAMP)  ## run the whole pipeline (Prefect flow over the DVC stages); CORPUS=multi30k switches corpus
-	$(PY) -m flows.pipeline $(if $(CORPUS),--corpus $(CORPUS))
+pipeline: $(STAMP)  ## run the whole pipeline (Prefect flow over the DVC stages); CORPUS=multi30k or RECIPE=ko-en first
+	$(PY) -m flows.pipeline $(if $(CORPUS),--corpus $(CORPUS)) $(if $(RECIPE),--recipe $(RECIPE))
 
 repro: $(STAMP)  ## the same stages through `dvc repro` (a failure ends with one line)
 	$(PY) -m flows.dvc
+
+compare: $(STAMP)  ## run a grid of models as DVC experiments (GRID=lineup, JOBS=1): reports/compare.md
+	$(PY) -m flows.compare --grid $(or $(GRID),lineup) --jobs $(or $(JOBS),1)
 
 promote: $(STAMP)  ## give the last registered model @champion if it beats the current one
 	$(PY) -m pipeline.promote

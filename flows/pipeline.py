@@ -255,6 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true", help="rerun every stage, stale or not")
     parser.add_argument("--corpus", help="switch data.corpus in params.yaml first (and src/tgt for a registry "
                                          "corpus), e.g. multi30k")
+    parser.add_argument("--recipe", help="apply a recipe to params.yaml first: pipeline/recipes/<name>.yaml "
+                                         "(e.g. ko-en) or a .yaml file")
     parser.add_argument("--serve", action="store_true", help="run the flow on a schedule until Ctrl-C")
     parser.add_argument("--cron", default="0 3 * * *", help="schedule for --serve (default: daily at 03:00)")
     parser.add_argument("--interval", type=float, help="for --serve: every this many seconds instead of --cron")
@@ -262,11 +264,13 @@ def main(argv: list[str] | None = None) -> None:
                                                                 "the local Prefect server started (default 4200)")
     args = parser.parse_args(argv)
     from pipeline.common import PipelineError
-    from pipeline.config import load_params, switch_corpus
+    from pipeline.config import apply_recipe, load_params, switch_corpus
 
     try:
         if args.corpus:
             switch_corpus(Path(args.root) / "params.yaml", args.corpus)
+        if args.recipe:
+            apply_recipe(Path(args.root) / "params.yaml", args.recipe)
         if args.serve:
             load_params(Path(args.root) / "params.yaml")
             serve(Path(args.root).resolve(), args.cron, args.interval, args.port)

@@ -22,7 +22,7 @@ from pathlib import Path
 from pipeline.cli import stage_main
 from pipeline.common import PipelineError, stage_outputs
 from pipeline.config import SPLITS, Clean, Params, Paths
-from pipeline.text import korean_morphemes, normalise, script_ratio
+from pipeline.text import korean_morphemes, normalise, script_ratio, strip_markup
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ CHUNK = 20_000
 
 def check_pair(src: str, tgt: str, cfg: Clean, langs: tuple[str, str] = ("", "")) -> tuple[str, str, str | None]:
     """Normalise one pair; return it with the name of the filter that rejects it, or None."""
+    if cfg.strip_markup:  # before normalise, whose tag filter would take `title <target>` apart
+        src, tgt = strip_markup(src), strip_markup(tgt)
     src, tgt = normalise(src, cfg.normalize), normalise(tgt, cfg.normalize)
     if not src or not tgt:
         return src, tgt, "empty"

@@ -106,6 +106,7 @@ class Clean(Section):
     max_ratio: Annotated[float, Field(ge=1.0)] = 3.0  # longer/shorter side, in words
     min_script_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.4  # letters in the language's script; 0 = off
     korean_morphemes: bool = False  # split a Korean source into morphemes (kiwipiepy) before subwords
+    strip_markup: bool = False  # inline reST/Sphinx markup (``code``, :func:`x`) to plain text, both sides
     valid_fraction: Fraction = 0.04  # used only when the corpus has no valid split
     test_fraction: Fraction = 0.04
     seed: int = 1
@@ -126,15 +127,31 @@ class Tokenize(Section):
         return self
 
 
-class Embed(Section):
-    method: Literal["word2vec", "none"] = "word2vec"
+class Word2VecOptions(Section):
     algorithm: Literal["skipgram", "cbow"] = "skipgram"
-    dim: PositiveInt = 128
-    window: PositiveInt = 5
-    negative: PositiveInt = 5
-    min_count: PositiveInt = 1
+    negative: PositiveInt = 5  # negative samples
+
+
+class GloveOptions(Section):
+    x_max: Annotated[float, Field(gt=0.0)] = 100.0  # weighting f(x) = min(1, (x / x_max)^alpha)
+    alpha: Annotated[float, Field(gt=0.0)] = 0.75
+    lr: Annotated[float, Field(gt=0.0)] = 0.05  # AdaGrad's initial learning rate
+    batch_size: PositiveInt = 50_000  # co-occurrence cells per update
+    memory_mb: PositiveInt = 1024  # bound on the co-occurrence counting's temporary arrays
+
+
+class Embed(Section):
+    """Subword embedding pretraining; ``method`` picks the block below that is used."""
+
+    method: Literal["word2vec", "glove", "none"] = "word2vec"
+    dim: PositiveInt = 128  # = model.emb_dim with train.embeddings: pretrained
+    window: PositiveInt = 5  # context tokens on each side
+    min_count: PositiveInt = 1  # rarer pieces get random vectors
     epochs: PositiveInt = 5
     seed: int = 1
+    workers: PositiveInt = 1  # word2vec threads; 1 gives the same vectors on every run
+    word2vec: Word2VecOptions = Word2VecOptions()
+    glove: GloveOptions = GloveOptions()
 
 
 class Build(Section):
@@ -274,6 +291,11 @@ class Params(Section):
         if self.train.embeddings == "pretrained":
             if self.embed.method == "none":
                 raise ValueError("train.embeddings is 'pretrained' but embed.method is 'none'")
+            if (self.train.freeze_embeddings and self.model.arch == "transformer"
+                    and self.model.transformer.tie_embeddings):
+                # the output layer is the target embedding table: freezing one freezes the other
+                raise ValueError("train.freeze_embeddings with model.transformer.tie_embeddings would freeze "
+                                 "the output layer too; fine-tune the embeddings or untie them")
             if self.embed.dim != self.model.emb_dim:
                 raise ValueError(f"model.emb_dim ({self.model.emb_dim}) must equal embed.dim "
                                  f"({self.embed.dim}) when train.embeddings is 'pretrained'")
@@ -370,13 +392,15 @@ def switch_corpus(params_file: Path, corpus: str) -> None:
 def set_params(path: Path, updates: dict[str, Any]) -> None:
     """Set ``section.key`` values in the params file in place, keeping its comments and layout.
 
-    Used by ``make pipeline CORPUS=...``: DVC then sees an ordinary params change.
+    Used by ``make pipeline CORPUS=...`` and ``RECIPE=...``: DVC then sees an ordinary params change.
+    A nested value is written on one line (YAML flow style) and replaces the block it had.
     """
     lines = Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
     for dotted, value in updates.items():
         section, key = dotted.split(".")
-        rendered = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-        start = next((i for i, line in enumerate(lines) if line.rstrip() == f"{section}:"), None)
+        rendered = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10**6)
+        rendered = rendered.strip().removesuffix("...").strip()
+        start = next((i for i, line in enumerate(lines) if line.split("#")[0].rstrip() == f"{section}:"), None)
         if start is None:
             lines += [f"{section}:\n", f"  {key}: {rendered}\n"]
             continue
@@ -385,12 +409,37 @@ def set_params(path: Path, updates: dict[str, Any]) -> None:
             if lines[i].startswith(f"  {key}:"):
                 comment = lines[i].partition(" #")[2]
                 lines[i] = f"  {key}: {rendered}" + (f"  #{comment}" if comment else "\n")
+                block_end = i + 1  # the lines of the block it replaces: indented deeper than the key
+                while block_end < end and lines[block_end].startswith("    "):
+                    block_end += 1
+                del lines[i + 1:block_end]
                 break
         else:
             lines.insert(start + 1, f"  {key}: {rendered}\n")
     parse_params("".join(lines), Path(path))  # refuse to write an invalid file
     with atomic_file(Path(path), encoding="utf-8") as fh:
         fh.writelines(lines)
+
+
+RECIPES = Path(__file__).parent / "recipes"
+
+
+def apply_recipe(params_file: Path, recipe: str) -> None:
+    """``make pipeline RECIPE=ko-en``: set every key of ``pipeline/recipes/<recipe>.yaml`` (or of a file)."""
+    source = Path(recipe) if recipe.endswith((".yaml", ".yml")) else RECIPES / f"{recipe}.yaml"
+    if not source.exists():
+        known = ", ".join(sorted(p.stem for p in RECIPES.glob("*.yaml")))
+        raise PipelineError(f"no recipe '{recipe}'; the recipes are: {known} (or give a .yaml file)")
+    overlay = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    current = yaml.safe_load(params_file.read_text(encoding="utf-8")) or {}
+    updates = {}
+    for section, values in overlay.items():
+        for key, value in values.items():
+            old = current.get(section, {}).get(key)
+            # a nested block is merged, so the file keeps every setting of it
+            updates[f"{section}.{key}"] = merged(old, value) if isinstance(old, dict) and isinstance(value, dict) \
+                else value
+    set_params(params_file, updates)
 
 
 @dataclass(frozen=True)
@@ -438,3 +487,7 @@ class Paths:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def curves(self) -> Path:
+        return self.root / "dvclive"

@@ -1,27 +1,38 @@
-"""Stage ``embed``: pretrain subword embeddings on the train split (gensim word2vec).
+"""Stage ``embed``: pretrain subword embeddings on the train split: word2vec (gensim) or GloVe (``pipeline.glove``).
 
-Writes ``data/embeddings/src.npy`` and ``tgt.npy``: float32 matrices ``[vocab, dim]`` whose row i
-is the vector of token id i, ready to initialise the model's embedding tables. Tokens word2vec
-never saw (special tokens, rare pieces) get small random vectors; ``<pad>`` gets zeros.
-``method`` selects the trainer; GloVe will be a second function with the same signature.
+Writes, per side (``src``, ``tgt``; the same vectors twice with a joint vocabulary):
+
+* ``data/embeddings/<side>.npy``: float32 ``[vocab, dim]``, row i the vector of token id i, ready to
+  initialise the model's embedding table. Tokens the trainer never saw (special tokens, pieces rarer
+  than ``min_count``) get random vectors of the trained ones' scale; ``<pad>`` gets zeros.
+* ``data/embeddings/<side>.vec``: the same vectors in word2vec text format (gensim ``KeyedVectors``),
+  which other tools read.
+* ``data/embeddings/neighbours.tsv``: the nearest neighbours of the 20 most frequent tokens of each
+  side, and ``info.json``: the method, coverage (share of the vocabulary trained), time and, for GloVe,
+  the loss of each epoch. The train stage puts both into its MLflow run.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import zlib
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from scipy import sparse
 from tokenizers import Tokenizer
 
+from pipeline import glove
 from pipeline.cli import stage_main
 from pipeline.common import PipelineError, stage_outputs, write_json
 from pipeline.config import Embed, Params, Paths
-from pipeline.vocab import PAD, load_tokenizers
+from pipeline.vocab import PAD, SPECIALS, load_tokenizers
 
 log = logging.getLogger(__name__)
+
+NEIGHBOURS, SHOWN = 5, 20
 
 
 def _stable_hash(text: str) -> int:
@@ -29,33 +40,79 @@ def _stable_hash(text: str) -> int:
     return zlib.crc32(text.encode())
 
 
-def word2vec(sentences: list[list[str]], cfg: Embed) -> dict[str, np.ndarray]:
+def train_word2vec(sentences: list[np.ndarray], vocab_size: int, cfg: Embed) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(vectors [vocab, dim], trained [vocab] bool, report) with gensim's word2vec over token ids."""
     from gensim.models import Word2Vec
 
-    model = Word2Vec(sentences, vector_size=cfg.dim, window=cfg.window, min_count=cfg.min_count,
-                     sg=1 if cfg.algorithm == "skipgram" else 0, negative=cfg.negative, epochs=cfg.epochs,
-                     seed=cfg.seed, workers=1, hashfxn=_stable_hash)  # one worker: reproducible vectors
-    return {word: model.wv[word] for word in model.wv.index_to_key}
+    w2v = cfg.word2vec
+    model = Word2Vec([[str(t) for t in s] for s in sentences], vector_size=cfg.dim, window=cfg.window,
+                     min_count=cfg.min_count, sg=1 if w2v.algorithm == "skipgram" else 0, negative=w2v.negative,
+                     epochs=cfg.epochs, seed=cfg.seed, workers=cfg.workers, hashfxn=_stable_hash)
+    vectors = np.zeros((vocab_size, cfg.dim), dtype=np.float32)
+    trained = np.zeros(vocab_size, dtype=bool)
+    for key in model.wv.index_to_key:
+        vectors[int(key)], trained[int(key)] = model.wv[key], True
+    return vectors, trained, {}
 
 
-TRAINERS: dict[str, Callable[[list[list[str]], Embed], dict[str, np.ndarray]]] = {"word2vec": word2vec}
+def train_glove(sentences: list[np.ndarray], vocab_size: int, cfg: Embed) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(vectors [vocab, dim], trained [vocab] bool, report) with GloVe; pieces rarer than min_count left out."""
+    g = cfg.glove
+    counts = glove.cooccurrence(sentences, vocab_size, cfg.window, g.memory_mb)
+    frequency = np.bincount(np.concatenate(sentences), minlength=vocab_size)
+    keep = sparse.diags((frequency >= cfg.min_count).astype(np.float64), format="csr")
+    counts = (keep @ counts @ keep).tocsr()
+    counts.eliminate_zeros()
+    vectors, losses = glove.train(counts, cfg.dim, cfg.epochs, cfg.seed, g.x_max, g.alpha, g.lr, g.batch_size)
+    trained = np.asarray(counts.getnnz(axis=1) > 0)
+    return vectors.astype(np.float32), trained, {"cooccurrence_cells": int(counts.nnz),
+                                                 "epoch_losses": [round(x, 5) for x in losses]}
 
 
-def embedding_matrix(tok: Tokenizer, vectors: dict[str, np.ndarray], dim: int, seed: int) -> np.ndarray:
+TRAINERS = {"word2vec": train_word2vec, "glove": train_glove}
+
+
+def embedding_matrix(vectors: np.ndarray, trained: np.ndarray, seed: int) -> np.ndarray:
+    """The trained rows as they are; the others random at the trained rows' scale; <pad> zeros."""
     rng = np.random.default_rng(seed)
-    scale = float(np.std(np.stack(list(vectors.values())))) if vectors else 0.1
-    matrix = rng.normal(0.0, scale, size=(tok.get_vocab_size(), dim)).astype(np.float32)
-    for token, idx in tok.get_vocab().items():
-        if token in vectors:
-            matrix[idx] = vectors[token]
+    scale = float(vectors[trained].std()) if trained.any() else 0.1
+    matrix = rng.normal(0.0, scale, size=vectors.shape).astype(np.float32)
+    matrix[trained] = vectors[trained]
     matrix[PAD] = 0.0
     return matrix
 
 
-def _tokenised(tok: Tokenizer, path: Path) -> list[list[str]]:
+def neighbours(matrix: np.ndarray, tokens: list[str], frequency: np.ndarray, side: str) -> list[list[str]]:
+    """Rows (side, token, its nearest neighbours by cosine) for the most frequent real tokens."""
+    unit = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-9)
+    ordinary = np.array([t not in SPECIALS for t in tokens])
+    order = [i for i in np.argsort(-frequency) if ordinary[i] and frequency[i] > 0][:SHOWN]
+    rows = []
+    for i in order:
+        similarity = unit @ unit[i]
+        similarity[~ordinary] = -np.inf
+        similarity[i] = -np.inf
+        rows.append([side, tokens[i], *(tokens[j] for j in np.argsort(-similarity)[:NEIGHBOURS])])
+    return rows
+
+
+def _ids(tok: Tokenizer, path: Path) -> list[np.ndarray]:
+    if not path.exists():
+        raise PipelineError(f"{path} not found; run the clean stage first")
     with open(path, encoding="utf-8") as fh:
         lines = fh.read().splitlines()
-    return [enc.tokens for enc in tok.encode_batch(lines, add_special_tokens=False)]
+    if not lines:
+        raise PipelineError(f"{path} is empty: nothing to train embeddings on; check the clean section of "
+                            "params.yaml (metrics/clean.json says what it removed)")
+    return [np.asarray(enc.ids, dtype=np.int64) for enc in tok.encode_batch_fast(lines, add_special_tokens=False)]
+
+
+def _save_word2vec_text(path: Path, matrix: np.ndarray, tokens: list[str]) -> None:
+    from gensim.models import KeyedVectors
+
+    kv = KeyedVectors(matrix.shape[1])
+    kv.add_vectors(tokens, matrix)
+    kv.save_word2vec_format(str(path), binary=False)
 
 
 def run(params: Params, paths: Paths) -> dict:
@@ -66,26 +123,33 @@ def run(params: Params, paths: Paths) -> dict:
             write_json(outputs.dir(paths.embeddings) / "info.json", {"method": "none"})
         return {"method": "none"}
     src_tok, tgt_tok = load_tokenizers(paths.tokenizer)
-    sides = {"src": (src_tok, params.data.src), "tgt": (tgt_tok, params.data.tgt)}
-    for _, lang in sides.values():
-        if not (paths.clean / f"train.{lang}").exists():
-            raise PipelineError(f"{paths.clean / f'train.{lang}'} not found; run the clean stage first")
+    src = _ids(src_tok, paths.clean / f"train.{params.data.src}")
+    tgt = _ids(tgt_tok, paths.clean / f"train.{params.data.tgt}")
+    start = time.perf_counter()
     if params.tokenize.joint:  # one shared vocabulary: one model over both sides
-        sentences = _tokenised(src_tok, paths.clean / f"train.{params.data.src}") + \
-            _tokenised(tgt_tok, paths.clean / f"train.{params.data.tgt}")
-        shared = TRAINERS[cfg.method](sentences, cfg)
-        vectors = {"src": shared, "tgt": shared}
+        shared = TRAINERS[cfg.method](src + tgt, src_tok.get_vocab_size(), cfg)
+        trained = {"src": (src_tok, src + tgt, shared), "tgt": (tgt_tok, src + tgt, shared)}
     else:
-        vectors = {side: TRAINERS[cfg.method](_tokenised(tok, paths.clean / f"train.{lang}"), cfg)
-                   for side, (tok, lang) in sides.items()}
-    info = {"method": cfg.method, "algorithm": cfg.algorithm, "dim": cfg.dim}
+        trained = {side: (tok, sentences, TRAINERS[cfg.method](sentences, tok.get_vocab_size(), cfg))
+                   for side, tok, sentences in (("src", src_tok, src), ("tgt", tgt_tok, tgt))}
+    seconds = time.perf_counter() - start  # logged, not written: the outputs depend on the inputs only
+    info: dict[str, Any] = {"method": cfg.method, "dim": cfg.dim}
+    table = [["side", "token", *(f"neighbour_{k + 1}" for k in range(NEIGHBOURS))]]
     with stage_outputs() as outputs:
         out = outputs.dir(paths.embeddings)
-        for side, (tok, _) in sides.items():
-            np.save(out / f"{side}.npy", embedding_matrix(tok, vectors[side], cfg.dim, cfg.seed))
-            info[f"{side}_coverage"] = round(len(vectors[side]) / tok.get_vocab_size(), 4)
+        for side, (tok, sentences, (vectors, mask, report)) in trained.items():
+            matrix = embedding_matrix(vectors, mask, cfg.seed)
+            tokens = [tok.id_to_token(i) for i in range(tok.get_vocab_size())]
+            np.save(out / f"{side}.npy", matrix)
+            _save_word2vec_text(out / f"{side}.vec", matrix, tokens)
+            frequency = np.bincount(np.concatenate(sentences), minlength=len(tokens))
+            table += neighbours(matrix, tokens, frequency, side)
+            info[f"{side}_coverage"] = round(float(mask.mean()), 4)
+            info |= {f"{side}_{k}": v for k, v in report.items()}
+        (out / "neighbours.tsv").write_text("".join("\t".join(row) + "\n" for row in table), encoding="utf-8")
         write_json(out / "info.json", info)
-    log.info("embeddings: %s", info)
+    log.info("embeddings (%s): coverage src %.1f%%, tgt %.1f%%; trained in %.1fs", cfg.method,
+             100 * info["src_coverage"], 100 * info["tgt_coverage"], seconds)
     return info
 
 

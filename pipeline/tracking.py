@@ -2,6 +2,10 @@
 
 Default: a sqlite file ``mlflow.db`` with artifacts in ``mlartifacts/``, both in the project root,
 so a fresh clone needs no server. ``MLFLOW_TRACKING_URI`` points everything at a server instead.
+
+"The project root" is the one DVC names in ``DVC_ROOT`` when it runs a stage: for ``dvc exp run
+--temp`` and queued experiments that is the real project, not the temporary copy they run in (whose
+``mlflow.db`` would be thrown away with it). So every run lands in the project's own store.
 """
 
 from __future__ import annotations
@@ -19,8 +23,12 @@ from pipeline.common import git_commit
 log = logging.getLogger(__name__)
 
 
+def project_root(root: Path) -> Path:
+    return Path(os.environ.get("DVC_ROOT") or root)
+
+
 def default_uri(root: Path) -> str:
-    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    return f"sqlite:///{(project_root(root) / 'mlflow.db').resolve()}"
 
 
 def tracking_uri(root: Path) -> str:
@@ -33,7 +41,7 @@ def experiment_id(mlflow: Any, name: str, root: Path) -> str:
         return found.experiment_id
     # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, so compare URIs, not the environment
     local = mlflow.get_tracking_uri() == default_uri(root)
-    location = (root / "mlartifacts").resolve().as_uri() if local else None
+    location = (project_root(root) / "mlartifacts").resolve().as_uri() if local else None
     return mlflow.create_experiment(name, artifact_location=location)
 
 
@@ -78,6 +86,13 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def run_tags(root: Path) -> dict[str, str]:
+    """git commit and data hash; under ``dvc exp run`` the experiment's name; in a sweep (flows/compare.py)
+    the sweep and its parent run."""
     commit = git_commit(root)
-    return {"git_commit": commit, "mlflow.source.git.commit": commit.split("-")[0],
+    tags = {"git_commit": commit, "mlflow.source.git.commit": commit.split("-")[0],
             "dvc_data_hash": dvc_data_hash(root)}
+    for env, tag in (("DVC_EXP_NAME", "dvc_experiment"), ("NMT_SWEEP", "sweep"),
+                     ("NMT_PARENT_RUN_ID", "mlflow.parentRunId")):
+        if os.environ.get(env):
+            tags[tag] = os.environ[env]
+    return tags

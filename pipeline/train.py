@@ -13,8 +13,9 @@ step checkpoints and ``best.pt`` are kept too. A rerun with the same params and 
 params or data (another fingerprint) start afresh.
 
 Outputs: ``models/model.pt`` (best weights, config, both tokenizers and the preprocessing settings:
-all a translator needs; loadable with ``weights_only=True``), ``models/run.json`` (the MLflow run)
-and ``metrics/train.json``. The servable MLflow model is logged by the evaluate stage.
+all a translator needs; loadable with ``weights_only=True``), ``models/run.json`` (the MLflow run),
+``metrics/train.json`` and the learning curves in ``dvclive/`` (for ``dvc plots``). The servable
+MLflow model is logged by the evaluate stage.
 
 Reading order: ``run`` at the bottom, then ``setup``, ``resume``, ``train_epoch``, ``validate``,
 ``end_epoch`` and ``finish`` above it.
@@ -315,13 +316,16 @@ def start_tracking(s: Session, state: State) -> contextlib.AbstractContextManage
                               tags=run_tags(paths.root))
     mlflow.log_params(flatten(params.model_dump()))
     mlflow.log_params({"model.parameters": sum(p.numel() for p in s.model.parameters()), "world_size": s.world})
-    for stage in ("clean", "tokenize", "build"):  # what the data stages did, next to the model
+    # what the data stages did, beside the model: params and files, so that the run's metrics are the model's
+    for stage in ("clean", "tokenize", "build"):
         report = paths.metrics / f"{stage}.json"
         if report.exists():
-            values = flatten(json.loads(report.read_text()), f"{stage}.")
-            mlflow.log_metrics({k: v for k, v in values.items()
-                                if isinstance(v, int | float) and not isinstance(v, bool)})
+            mlflow.log_params(flatten(json.loads(report.read_text()), f"data_report.{stage}."))
             mlflow.log_artifact(str(report), artifact_path="data_reports")
+    embeddings = paths.embeddings / "info.json"
+    if params.train.embeddings == "pretrained" and embeddings.exists():
+        mlflow.log_params(flatten(json.loads(embeddings.read_text()), "data_report.embeddings."))
+        mlflow.log_artifact(str(paths.embeddings / "neighbours.tsv"), artifact_path="embeddings")
     state.run_id = active.info.run_id
     return active
 
@@ -454,12 +458,14 @@ def finish(s: Session, state: State) -> dict[str, Any]:
         extra = {"src_lang": params.data.src, "tgt_lang": params.data.tgt, "epoch": best_row["epoch"],
                  "run_id": state.run_id, "normalize": params.clean.normalize, "max_len": params.build.max_len,
                  "korean_morphemes": params.clean.korean_morphemes,  # the translator repeats the preprocessing
+                 "strip_markup": params.clean.strip_markup,
                  "src_tokenizer": (paths.tokenizer / "src.json").read_text(encoding="utf-8"),
                  "tgt_tokenizer": (paths.tokenizer / "tgt.json").read_text(encoding="utf-8")}
         with stage_outputs() as outputs:  # in place only once MLflow has everything too
             with outputs.open(paths.model / "model.pt", "wb") as fh:
                 checkpoint.save_model(fh, model, extra)
             outputs.json(paths.metrics / "train.json", metrics)
+            write_curves(outputs.dir(paths.curves), state.history)
             outputs.json(paths.model / "run.json",
                          {"run_id": state.run_id, "experiment_id": mlflow.get_run(state.run_id).info.experiment_id})
             mlflow.log_metrics({"best_valid_loss": best_row["valid_loss"], "train_tokens_per_sec": tokens_per_sec})
@@ -469,6 +475,20 @@ def finish(s: Session, state: State) -> dict[str, Any]:
     log.info("model: %s (best epoch %d, valid ppl %.2f, %.0f target tokens/s)", s.paths.model / "model.pt",
              best_row["epoch"], best_row["valid_ppl"], tokens_per_sec)
     return metrics
+
+
+def write_curves(directory: Path, history: list[dict[str, float]]) -> None:
+    """Per-epoch curves in DVCLive's layout (``metrics.json``, ``plots/metrics/<name>.tsv``, step = epoch),
+    which ``dvc plots show/diff`` draw and ``dvc exp show`` lists. Written once, from the checkpointed
+    history, at the end: a failed, killed or resumed run never leaves half a curve behind."""
+    from dvclive import Live
+
+    with Live(dir=str(directory), save_dvc_exp=False, dvcyaml=False) as live:
+        for row in history:
+            live.step = int(row["epoch"])
+            for name, value in row.items():
+                if name not in ("epoch", "step"):
+                    live.log_metric(name, value)
 
 
 def _average_if_better(s: Session, best_loss: float) -> dict[str, Any]:

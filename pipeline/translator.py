@@ -19,7 +19,7 @@ from pipeline.common import PipelineError
 from pipeline.data import Pairs, token_batches
 from pipeline.models import Seq2SeqBase
 from pipeline.search import beam_search
-from pipeline.text import korean_morphemes, normalise
+from pipeline.text import korean_morphemes, normalise, strip_markup
 from pipeline.vocab import BOS, EOS, strip_ids, tokenizer_from_json
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,12 @@ class Decoding:
 
 class Translator:
     def __init__(self, model: Seq2SeqBase, src_tok: Tokenizer, tgt_tok: Tokenizer, *, normalize: str = "NFKC",
-                 korean_morphemes: bool = False, max_src_len: int = 128, decoding: Decoding = Decoding()):
+                 korean_morphemes: bool = False, strip_markup: bool = False, max_src_len: int = 128,
+                 decoding: Decoding = Decoding()):
         self.model, self.src_tok, self.tgt_tok = model.eval(), src_tok, tgt_tok
         self.device = next(model.parameters()).device
         self.normalize, self.korean_morphemes, self.max_src_len = normalize, korean_morphemes, max_src_len
+        self.strip_markup = strip_markup
         self.decoding = decoding
 
     @classmethod
@@ -55,11 +57,11 @@ class Translator:
             raise PipelineError(f"{path} has no tokenizers inside (an older model file); rerun the train stage")
         return cls(model, tokenizer_from_json(blob["src_tokenizer"]), tokenizer_from_json(blob["tgt_tokenizer"]),
                    normalize=blob["normalize"], korean_morphemes=blob["korean_morphemes"],
-                   max_src_len=blob["max_len"], decoding=decoding)
+                   strip_markup=blob.get("strip_markup", False), max_src_len=blob["max_len"], decoding=decoding)
 
     def preprocess(self, sentence: str) -> str:
-        """What the clean stage did to training sources: normalisation, and morphemes when trained so."""
-        text = normalise(sentence, self.normalize)
+        """What the clean stage did to training sources: markup, normalisation, morphemes (when trained so)."""
+        text = normalise(strip_markup(sentence) if self.strip_markup else sentence, self.normalize)
         return korean_morphemes(text) if self.korean_morphemes else text
 
     def translate(self, sentences: list[str], preprocessed: bool = False) -> list[str]:

@@ -5,7 +5,7 @@ import pytest
 
 from pipeline import tokenizer
 from pipeline.common import PipelineError
-from pipeline.config import Embed, Paths, Tokenize, load_params
+from pipeline.config import Paths, Tokenize, load_params
 from pipeline.data import load_split, padding_ratio, token_batches
 from pipeline.tokenizer import train_tokenizer, unknown_rate
 from pipeline.vocab import BOS, EOS, PAD, UNK, load_tokenizers
@@ -40,22 +40,6 @@ def test_embeddings_fit_the_vocabularies(tiny_project):
         m = np.load(paths.embeddings / f"{side}.npy")
         assert m.shape == (tok.get_vocab_size(), params.embed.dim) and m.dtype == np.float32
         assert not m[PAD].any() and np.isfinite(m).all()
-
-
-def test_word2vec_learns_distributional_similarity():
-    from pipeline.corpora.sample_ko_en import generate
-    from pipeline.embed import word2vec
-
-    sentences = [en.lower().rstrip(".?").split() for _, en in generate(8000, seed=5)]
-    vectors = word2vec(sentences, Embed(dim=32, epochs=5))
-
-    def cos(a, b):
-        return float(vectors[a] @ vectors[b] / np.linalg.norm(vectors[a]) / np.linalg.norm(vectors[b]))
-
-    # words that fill the same slot share contexts; words from different slots do not
-    assert cos("coffee", "milk") > cos("coffee", "bus") + 0.2
-    assert cos("library", "museum") > cos("library", "drank") + 0.1
-    assert vectors["library"].tolist() == word2vec(sentences, Embed(dim=32, epochs=5))["library"].tolist()
 
 
 def test_shards_match_clean_splits(tiny_project):

@@ -60,7 +60,11 @@ def test_train_outputs_and_mlflow_run(trained):
     assert run.data.tags["git_commit"] and run.data.tags["dvc_data_hash"] == "untracked"
     assert [m.step for m in client.get_metric_history(run_id, "valid_loss")] == [1, 2]
     assert {a.path for a in client.list_artifacts(run_id)} >= {"tokenizer", "data_reports"}
-    assert run.data.metrics["clean.kept_pairs"] > 1000 and "tokenize.src_unk_rate" in run.data.metrics
+    assert int(run.data.params["data_report.clean.kept_pairs"]) > 1000  # data counts are params, not metrics
+    assert "data_report.tokenize.src_unk_rate" in run.data.params and not any("." in m for m in run.data.metrics)
+    assert run.data.params["data_report.embeddings.method"] == "word2vec"
+    assert float(run.data.params["data_report.embeddings.src_coverage"]) > 0.5
+    assert {a.path for a in client.list_artifacts(run_id, "embeddings")} == {"embeddings/neighbours.tsv"}
 
 
 def test_evaluate_writes_metrics_samples_and_logs_to_the_run(trained):

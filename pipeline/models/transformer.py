@@ -165,6 +165,21 @@ class TransformerSeq2Seq(Seq2SeqBase):
         if cfg.tie_embeddings:
             self.out.weight = self.tgt_embed.weight  # output projection = target embeddings
 
+    def load_embeddings(self, src: Tensor | None, tgt: Tensor | None, freeze: bool) -> None:
+        """Pretrained vectors, rescaled to the scale of this model's own initial embeddings (std d^-0.5).
+
+        word2vec and GloVe vectors have a component std of about 0.1 to 0.5, and ``_embed`` multiplies
+        embeddings by sqrt(d) (16 at d = 256): unscaled, they would be several times larger than the
+        position encodings and drown them. Measured on Multi30k: docs/benchmarks.md (pretrained embeddings).
+        """
+
+        def rescaled(weights: Tensor | None) -> Tensor | None:
+            if weights is None:
+                return None
+            return weights * (self.cfg.hidden ** -0.5 / weights[PAD + 1:].std().clamp_min(1e-8))
+
+        super().load_embeddings(rescaled(src), rescaled(tgt), freeze)
+
     def _embed(self, tokens: Tensor, table: nn.Embedding, side: str, offset: int = 0) -> Tensor:
         if offset + tokens.size(1) > self.cfg.max_positions:
             raise ValueError(f"sequence of {offset + tokens.size(1)} tokens exceeds model.max_positions")

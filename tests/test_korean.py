@@ -1,0 +1,112 @@
+"""Korean↔English specifics: BLEU tokenised for the target, Hangul in heatmaps, odd Korean text, markup, recipes."""
+
+import json
+
+import pytest
+import sacrebleu
+
+from pipeline import build, clean, download, embed, evaluate, tokenizer, train
+from pipeline.common import PipelineError
+from pipeline.config import Paths, apply_recipe, load_params
+from pipeline.evaluate import bleu_metric
+from pipeline.text import strip_markup
+from tests.conftest import ROOT, write_params
+
+HYPOTHESIS, REFERENCE = "나는 어제 도서관에서 책을 읽었다", "나는 어제 도서관에서 책을 읽었어요"
+
+
+def test_bleu_on_a_korean_target_segments_with_mecab():
+    ko = bleu_metric("ko")
+    assert "tok:ko-mecab" in str(ko.get_signature())
+    mecab = ko.corpus_score([HYPOTHESIS], [[REFERENCE]]).score
+    plain = sacrebleu.BLEU(tokenize="13a").corpus_score([HYPOTHESIS], [[REFERENCE]]).score
+    assert mecab > plain + 10  # 13a sees '읽었다' and '읽었어요' as two unrelated words
+    assert "tok:13a" in str(bleu_metric("en").get_signature())
+
+
+def test_a_target_without_its_bleu_tokenizer_is_one_line():
+    try:
+        import MeCab  # noqa: F401 (present only where sacrebleu[ja] is installed)
+    except ImportError:
+        with pytest.raises(PipelineError, match=r"BLEU on a 'ja' target needs the ja-mecab tokenizer: "
+                                                r"pip install 'sacrebleu\[ja\]'"):
+            bleu_metric("ja")
+    else:
+        pytest.skip("sacrebleu[ja] is installed here")
+
+
+def test_heatmap_font_has_glyphs_for_every_korean_token_drawn(tmp_path):
+    import warnings
+
+    from matplotlib import font_manager, ft2font
+
+    from pipeline.evaluate import heatmap, heatmap_fonts
+
+    tokens = ["▁나는", "▁어제", "▁도서관", "에서", "▁책", "을", "▁읽었다", "</s>"]
+    families = heatmap_fonts()
+    fonts = [ft2font.FT2Font(font_manager.findfont(f, fallback_to_default=False)) for f in families]
+    for char in "".join(tokens):
+        assert any(f.get_char_index(ord(char)) for f in fonts), f"no font in {families} draws {char!r}"
+    import numpy as np
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Glyph ... missing from font" would be a warning
+        heatmap({"source": tokens, "target": ["▁I", "▁read", "</s>"],
+                 "weights": np.full((3, len(tokens)), 1 / len(tokens))}).savefig(tmp_path / "h.png")
+    assert (tmp_path / "h.png").stat().st_size > 5000
+
+
+def test_odd_korean_text_passes_every_data_stage(tmp_path):
+    from pipeline.corpora.sample_ko_en import generate
+
+    odd = ["ㄱㄴㄷ 자모만 있는 문장", "ＦＵＬＬ　ＷＩＤＴＨ 전각 문자 １２３", "大韓民國 국민은 法 앞에 평등하다",
+           "漢字 混用 文章입니다", "\u1100\u1161 조합형 자모", "ﾊﾝｶｸ 반각 가나"]
+    pairs = [*generate(600, seed=3), *((k, f"odd sentence {i}") for i, k in enumerate(odd * 5))]
+    (tmp_path / "c.ko").write_text("".join(k + "\n" for k, _ in pairs), encoding="utf-8")
+    (tmp_path / "c.en").write_text("".join(e + "\n" for _, e in pairs), encoding="utf-8")
+    for normalize in ("NFKC", "NFC"):
+        root = tmp_path / normalize
+        root.mkdir()
+        params = load_params(write_params(root, {
+            "data": {"corpus": "custom", "custom": {"train": {"src": {"url": str(tmp_path / "c.ko")},
+                                                              "tgt": {"url": str(tmp_path / "c.en")}}}},
+            "clean": {"normalize": normalize, "strip_markup": True}}))
+        paths = Paths(root)
+        for stage in (download, clean, tokenizer, embed, build):
+            stage.run(params, paths)
+        report = json.loads((paths.metrics / "clean.json").read_text())
+        assert report["kept_pairs"] > 500
+
+
+def test_inline_markup_becomes_plain_text():
+    assert strip_markup("Both :meth:`str.join` and ``format`` help") == "Both str.join and format help"
+    assert strip_markup("sys.stdin에서 ``input``\\을 사용하거나") == "sys.stdin에서 input을 사용하거나"
+    assert strip_markup(":ref:`the tutorial <tut-intro>` and :func:`~os.path.join`") == "the tutorial and join"
+    assert strip_markup("see `Python <https://python.org>`_ and :c:func:`PyObject_New`") \
+        == "see Python and PyObject_New"
+    assert strip_markup("a `quoted` word, no markup") == "a `quoted` word, no markup"  # not a reST construct
+
+
+def test_recipes_apply_in_place(tmp_path):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text((ROOT / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    for recipe, (src, tgt) in (("ko-en", ("ko", "en")), ("en-ko", ("en", "ko"))):
+        apply_recipe(params_file, recipe)
+        params = load_params(params_file)
+        assert (params.data.corpus, params.data.src, params.data.tgt) == ("custom", src, tgt)
+        assert params.data.custom["test"].src.url.endswith(f"flores200.devtest.{src}.gz")
+    text = params_file.read_text(encoding="utf-8")
+    assert "# sample-ko-en (embedded, synthetic)" in text and text.count("\ndata:") == 1  # comments kept
+    with pytest.raises(PipelineError, match="no recipe 'klingon'; the recipes are: en-ko, ko-en"):
+        apply_recipe(params_file, "klingon")
+
+
+@pytest.mark.slow
+def test_an_en_ko_run_is_scored_with_a_korean_tokenizer(tmp_path):
+    params = load_params(write_params(tmp_path, {"data": {"src": "en", "tgt": "ko", "sample_pairs": 800},
+                                                 "train": {"epochs": 1}, "evaluate": {"beam_size": 1}}))
+    paths = Paths(tmp_path)
+    for stage in (download, clean, tokenizer, embed, build, train, evaluate):
+        stage.run(params, paths)
+    scores = json.loads((paths.metrics / "eval.json").read_text())
+    assert "tok:ko-mecab" in scores["bleu_signature"] and "nc:6|nw:0" in scores["chrf_signature"]
