@@ -107,11 +107,12 @@ def _ids(tok: Tokenizer, path: Path) -> list[np.ndarray]:
     return [np.asarray(enc.ids, dtype=np.int64) for enc in tok.encode_batch_fast(lines, add_special_tokens=False)]
 
 
-def _save_word2vec_text(path: Path, matrix: np.ndarray, tokens: list[str]) -> None:
+def _save_word2vec_text(path: Path, matrix: np.ndarray, tokens: list[str], frequency: np.ndarray) -> None:
+    """Most frequent piece first, as word2vec's own files are."""
     from gensim.models import KeyedVectors
 
     kv = KeyedVectors(matrix.shape[1])
-    kv.add_vectors(tokens, matrix)
+    kv.add_vectors(tokens, matrix, extras={"count": frequency})
     kv.save_word2vec_format(str(path), binary=False)
 
 
@@ -141,8 +142,8 @@ def run(params: Params, paths: Paths) -> dict:
             matrix = embedding_matrix(vectors, mask, cfg.seed)
             tokens = [tok.id_to_token(i) for i in range(tok.get_vocab_size())]
             np.save(out / f"{side}.npy", matrix)
-            _save_word2vec_text(out / f"{side}.vec", matrix, tokens)
             frequency = np.bincount(np.concatenate(sentences), minlength=len(tokens))
+            _save_word2vec_text(out / f"{side}.vec", matrix, tokens, frequency)
             table += neighbours(matrix, tokens, frequency, side)
             info[f"{side}_coverage"] = round(float(mask.mean()), 4)
             info |= {f"{side}_{k}": v for k, v in report.items()}

@@ -9,8 +9,7 @@ import mlflow
 import pytest
 
 from pipeline.tracking import default_uri
-from tests.conftest import write_params
-from tests.test_faults import _copy_project, _env, run
+from tests.test_faults import _env, built_project
 
 pytestmark = pytest.mark.slow
 
@@ -26,14 +25,7 @@ experiments:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("compare")
-    _copy_project(root)
-    write_params(root)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        subprocess.run(cmd, cwd=root, check=True)
-    built = run(root, "make repro")  # the data stages, cached for every experiment
-    assert built.returncode == 0, (built.stdout + built.stderr)[-3000:]
+    root = built_project(tmp_path_factory.mktemp("compare"))  # the data stages, cached for every experiment
     subprocess.run(["git", "add", "-A"], cwd=root, check=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "built"], cwd=root, check=True)
     return root

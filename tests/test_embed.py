@@ -67,6 +67,7 @@ def test_glove_loss_falls():
 
 def test_glove_embed_stage_writes_vectors_neighbours_and_word2vec_text(tiny_project, tmp_path):
     from gensim.models import KeyedVectors
+    from tokenizers import Tokenizer
 
     _, paths = tiny_project
     glove_params = load_params(write_params(tmp_path, {"embed": {"method": "glove", "dim": 16, "window": 4,
@@ -79,7 +80,8 @@ def test_glove_embed_stage_writes_vectors_neighbours_and_word2vec_text(tiny_proj
     assert info["method"] == "glove" and info["src_coverage"] > 0.5 and len(info["src_epoch_losses"]) == 5
     matrix = np.load(out.embeddings / "src.npy")
     kv = KeyedVectors.load_word2vec_format(str(out.embeddings / "src.vec"))
-    assert kv.vectors.shape == matrix.shape and np.allclose(kv.vectors, matrix, atol=1e-5)
+    tokens = [Tokenizer.from_file(str(paths.tokenizer / "src.json")).id_to_token(i) for i in range(len(matrix))]
+    assert kv.vectors.shape == matrix.shape and np.allclose(kv[tokens], matrix, atol=1e-5)
     rows = (out.embeddings / "neighbours.tsv").read_text(encoding="utf-8").splitlines()
     assert rows[0].startswith("side\ttoken\tneighbour_1") and len(rows) == 1 + 2 * embed.SHOWN
     assert json.loads((out.embeddings / "info.json").read_text()) == info

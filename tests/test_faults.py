@@ -82,9 +82,8 @@ def snapshot(root: Path) -> dict[str, str]:
     return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults")
+def built_project(root: Path) -> Path:
+    """The project on the tiny config in a git repo at ``root``, every stage run once by `make repro`."""
     _copy_project(root)
     write_params(root)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
@@ -93,6 +92,11 @@ def project(tmp_path_factory):
     proc = run(root, "make repro")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return built_project(tmp_path_factory.mktemp("faults"))
 
 
 @pytest.fixture
