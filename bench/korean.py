@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline import build, clean, download, embed, evaluate, tokenizer, train  # noqa: E402
 from pipeline.common import setup_logging  # noqa: E402
 from pipeline.config import RECIPES, Paths, load_params, merged  # noqa: E402
-from pipeline.evaluate import bleu_metric  # noqa: E402
+from pipeline.scoring import bleu_metric  # noqa: E402
 from pipeline.translator import Decoding, Translator  # noqa: E402
 
 MODELS = {

@@ -97,12 +97,21 @@ def _hydra(value: Any) -> str:
         return "null"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_hydra(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_hydra(v)}" for k, v in value.items()) + "}"
     return "'" + str(value).replace("'", "\\'") + "'"
 
 
 def _dvc(root: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env or stage_env(),
                           capture_output=True, text=True)
+
+
+def _last_line(done: subprocess.CompletedProcess) -> str:
+    lines = (done.stderr or done.stdout or "").strip().splitlines()
+    return lines[-1] if lines else f"dvc exited with {done.returncode}"
 
 
 def queue(root: str, sweep: str, experiments: dict[str, dict[str, Any]]) -> list[str]:
@@ -112,7 +121,7 @@ def queue(root: str, sweep: str, experiments: dict[str, dict[str, Any]]) -> list
         sets = [arg for dotted, value in changes.items() for arg in ("-S", f"{dotted}={_hydra(value)}")]
         done = _dvc(Path(root), "exp", "run", "--queue", "-n", exp, *sets)
         if done.returncode:
-            raise GridError(f"error: compare: could not queue '{name}': {done.stderr.strip().splitlines()[-1]}")
+            raise GridError(f"error: compare: could not queue '{name}': {_last_line(done)}")
         names.append(exp)
     get_run_logger().info("queued %d experiments: %s", len(names), ", ".join(names))
     return names
@@ -215,7 +224,7 @@ def compare(root: str = ".", grid: str = "lineup", jobs: int = 1):  # -> the row
     try:
         name, experiments = load_grid(grid)
         validate(path, name, experiments)
-        sweep = f"{name}-{datetime.datetime.now(datetime.UTC):%Y%m%d-%H%M%S}"
+        sweep = f"{name}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
         mlflow = connect(path)
         params = load_params(path / "params.yaml")
         with mlflow.start_run(experiment_id=experiment_id(mlflow, params.train.experiment, path),

@@ -210,7 +210,7 @@ def serve(root: Path, cron: str, interval: float | None, port: int) -> None:
         if not url:
             server, url = _start_local_server(root, port)
         if interval:  # the first run right away, then every `interval` seconds
-            soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=5)
+            soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=5)
             schedule, when = Interval(interval, anchor_date=soon), f"now and every {interval:g} s"
         else:
             schedule, when = Cron(cron), f"on cron '{cron}'"

@@ -65,12 +65,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(directory: Path, blob: dict[str, Any], step: int, keep: int) -> None:
-    """Write ``step-<step>.pt`` and ``last.pt`` atomically; keep the newest ``keep`` step files."""
-    step_file = directory / f"step-{step:08d}.pt"
-    with atomic_file(step_file, "wb") as fh:
+def save_checkpoint(directory: Path, blob: dict[str, Any], step: int, keep: int, step_file: bool = True) -> None:
+    """Write ``step-<step>.pt`` (unless not ``step_file``) and ``last.pt`` atomically; keep the newest
+    ``keep`` step files."""
+    if not step_file:
+        with atomic_file(directory / "last.pt", "wb") as fh:
+            _write(blob, fh)
+        return
+    path = directory / f"step-{step:08d}.pt"
+    with atomic_file(path, "wb") as fh:
         _write(blob, fh)
-    with atomic_file(directory / "last.pt", "wb") as fh, open(step_file, "rb") as src:
+    with atomic_file(directory / "last.pt", "wb") as fh, open(path, "rb") as src:
         shutil.copyfileobj(src, fh)
     for old in sorted(directory.glob("step-*.pt"))[:-keep]:
         old.unlink()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import sys
 import time
 import traceback
@@ -62,7 +63,8 @@ def stage_main(name: str, run: Callable[..., Any], argv: list[str] | None = None
     args = parser.parse_args(argv)
     paths = Paths(Path(args.root))
     setup_logging()
-    log_file = paths.logs / f"{name}.log"
+    rank = int(os.environ.get("RANK", "0"))  # DDP: the other ranks keep logs of their own
+    log_file = paths.logs / (f"{name}.log" if rank == 0 else f"{name}.rank{rank}.log")
     file_log = log_to_file(log_file)
     start = time.perf_counter()
     try:

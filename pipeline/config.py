@@ -424,6 +424,9 @@ def set_params(path: Path, updates: dict[str, Any]) -> None:
 RECIPES = Path(__file__).parent / "recipes"
 
 
+DATA_SOURCES = {("data", "custom"), ("data", "hf")}
+
+
 def apply_recipe(params_file: Path, recipe: str) -> None:
     """``make pipeline RECIPE=ko-en``: set every key of ``pipeline/recipes/<recipe>.yaml`` (or of a file)."""
     source = Path(recipe) if recipe.endswith((".yaml", ".yml")) else RECIPES / f"{recipe}.yaml"
@@ -436,9 +439,10 @@ def apply_recipe(params_file: Path, recipe: str) -> None:
     for section, values in overlay.items():
         for key, value in values.items():
             old = current.get(section, {}).get(key)
-            # a nested block is merged, so the file keeps every setting of it
-            updates[f"{section}.{key}"] = merged(old, value) if isinstance(old, dict) and isinstance(value, dict) \
-                else value
+            # a settings block is merged, so the file keeps every setting of it; a data source is replaced,
+            # so that nothing of the old corpus (a sha256, a table, a valid split) survives beside the new one
+            merge = isinstance(old, dict) and isinstance(value, dict) and (section, key) not in DATA_SOURCES
+            updates[f"{section}.{key}"] = merged(old, value) if merge else value
     set_params(params_file, updates)
 
 

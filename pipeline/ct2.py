@@ -11,7 +11,7 @@ its beam search normalises scores by ``length ** alpha`` instead of GNMT's ``((5
 (the same ranking at alpha 0), int8 rounds the weights, and it has no attention weights to return.
 CTranslate2 has no RNN encoder–decoder, so RNN models stay on PyTorch.
 
-The exported model is cached by the model file's sha256 under ``$NMT_CACHE_DIR/ctranslate2``.
+The exported model is cached by the sha256 of the model's weights under ``$NMT_CACHE_DIR/ctranslate2``.
 """
 
 from __future__ import annotations
@@ -47,11 +47,11 @@ def _spec(translator: Translator):  # -> a ctranslate2 TransformerSpec
                                                         activation=common_spec.Activation.RELU)
 
     def linear(target, layer: torch.nn.Linear) -> None:
-        target.weight = layer.weight.detach().numpy()
-        target.bias = layer.bias.detach().numpy()
+        target.weight = layer.weight.detach().cpu().numpy()
+        target.bias = layer.bias.detach().cpu().numpy()
 
     def norm(target, layer: torch.nn.LayerNorm) -> None:
-        target.gamma, target.beta = layer.weight.detach().numpy(), layer.bias.detach().numpy()
+        target.gamma, target.beta = layer.weight.detach().cpu().numpy(), layer.bias.detach().cpu().numpy()
 
     def fused(target, *layers: torch.nn.Linear) -> None:
         parts = [common_spec.LinearSpec() for _ in layers]
@@ -61,7 +61,7 @@ def _spec(translator: Translator):  # -> a ctranslate2 TransformerSpec
 
     def positions(side: str) -> np.ndarray:
         table = model.sinusoid if cfg.positions == "sinusoidal" else getattr(model, f"{side}_pos").weight
-        return table.detach().numpy()
+        return table.detach().cpu().numpy()
 
     def ffn(target, layer) -> None:
         linear(target.linear_0, layer.ff[0])
@@ -69,9 +69,9 @@ def _spec(translator: Translator):  # -> a ctranslate2 TransformerSpec
         norm(target.layer_norm, layer.norms[-1])
 
     enc, dec = spec.encoder, spec.decoder
-    enc.embeddings[0].weight = model.src_embed.weight.detach().numpy()
+    enc.embeddings[0].weight = model.src_embed.weight.detach().cpu().numpy()
     enc.position_encodings.encodings = positions("src")
-    dec.embeddings.weight = model.tgt_embed.weight.detach().numpy()
+    dec.embeddings.weight = model.tgt_embed.weight.detach().cpu().numpy()
     dec.position_encodings.encodings = positions("tgt")
     if pre:
         norm(enc.layer_norm, model.enc_norm)
@@ -114,7 +114,6 @@ def export(translator: Translator, out_dir: Path, quantization: str = "int8") ->
         def _load(self):
             return _spec(translator)
 
-    translator.model.cpu()
     _Ours().convert(str(out_dir), quantization=quantization, force=True)
     return out_dir
 

@@ -8,8 +8,9 @@ Writes, per side (``src``, ``tgt``; the same vectors twice with a joint vocabula
 * ``data/embeddings/<side>.vec``: the same vectors in word2vec text format (gensim ``KeyedVectors``),
   which other tools read.
 * ``data/embeddings/neighbours.tsv``: the nearest neighbours of the 20 most frequent tokens of each
-  side, and ``info.json``: the method, coverage (share of the vocabulary trained), time and, for GloVe,
-  the loss of each epoch. The train stage puts both into its MLflow run.
+  side, and ``info.json``: the method, coverage (share of the vocabulary trained) and, for GloVe, the
+  loss of each epoch (no timing: the outputs depend on the inputs only). The train stage logs both to
+  its MLflow run.
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ def _save_word2vec_text(path: Path, matrix: np.ndarray, tokens: list[str], frequ
     from gensim.models import KeyedVectors
 
     kv = KeyedVectors(matrix.shape[1])
-    kv.add_vectors(tokens, matrix, extras={"count": frequency})
+    kv.add_vectors(tokens, matrix)
+    for token, count in zip(tokens, frequency.tolist(), strict=True):  # add_vectors(extras=...) fails in 4.3
+        kv.set_vecattr(token, "count", count)
     kv.save_word2vec_format(str(path), binary=False)
 
 
@@ -126,6 +129,11 @@ def run(params: Params, paths: Paths) -> dict:
     src_tok, tgt_tok = load_tokenizers(paths.tokenizer)
     src = _ids(src_tok, paths.clean / f"train.{params.data.src}")
     tgt = _ids(tgt_tok, paths.clean / f"train.{params.data.tgt}")
+    for side, sentences in (("source", src), ("target", tgt)):
+        frequency = np.bincount(np.concatenate(sentences)) if sentences else np.zeros(0)
+        if (frequency >= cfg.min_count).sum() < 2 or not any(len(s) > 1 for s in sentences):
+            raise PipelineError(f"embed.min_count: fewer than two {side} pieces occur {cfg.min_count} times or more "
+                                f"next to each other in the train split; lower embed.min_count or use more data")
     start = time.perf_counter()
     if params.tokenize.joint:  # one shared vocabulary: one model over both sides
         shared = TRAINERS[cfg.method](src + tgt, src_tok.get_vocab_size(), cfg)

@@ -103,6 +103,8 @@ def fetch(url: str, sha256: str | None = None, *, offline: bool = False, retries
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https"):
         local = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(url).expanduser()
+        if not local.is_absolute():  # relative to the project, also from a DVC experiment's temporary copy
+            local = Path(os.environ.get("DVC_ROOT", ".")) / local
         if not local.is_file():
             raise PipelineError(f"{url}: file not found; fix the corpus files in params.yaml")
         return local, _verify(local, sha256, url)

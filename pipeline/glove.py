@@ -12,9 +12,12 @@ vectors. This follows the paper and its reference C implementation:
 * **Objective**: weighted least squares, sum f(X_ij) (w_i . w~_j + b_i + b~_j - log X_ij)^2 with
   f(x) = min(1, (x / x_max)^alpha), x_max = 100 and alpha = 0.75 by default.
 * **Optimiser**: AdaGrad with the reference's initial learning rate (0.05) and squared-gradient
-  accumulators starting at 1, vectorised in torch over shuffled mini-batches of non-zero cells (the
-  reference updates cell by cell in threads; a mini-batch sums the gradients of a row that appears
-  more than once). Deterministic for a seed.
+  accumulators starting at 1, vectorised in torch over shuffled mini-batches of non-zero cells.
+  One deliberate difference: the reference updates cell by cell and adds (lr * g)^2 to the
+  accumulator after each step; here a mini-batch sums the steps of a row that appears in many cells
+  (frequent tokens appear in thousands), so each cell's g^2 is added first and every step is divided
+  by an accumulator that already holds it: a row's step in one batch stays below lr * sqrt(cells)
+  instead of growing with the sum of its gradients. Deterministic for a seed.
 * **Vectors**: W + W~, the sum the paper recommends.
 """
 
@@ -97,6 +100,6 @@ def train(counts: sparse.csr_matrix, dim: int, epochs: int, seed: int, x_max: fl
             for param, acc, index, grad in zip((w, w_ctx, b, b_ctx), grad_sq, (i, j, i, j), grads, strict=True):
                 acc.index_add_(0, index, grad * grad)
                 param.index_add_(0, index, -lr * grad / acc[index].sqrt())
-        losses.append(total / len(x))
+        losses.append(total / max(len(x), 1))
         log.info("glove epoch %d/%d: loss %.5f", epoch + 1, epochs, losses[-1])
     return (w + w_ctx).numpy(), losses

@@ -116,10 +116,10 @@ def valid_loss(model: Seq2SeqBase, data: Pairs, max_tokens: int, device: torch.d
 
 
 @torch.no_grad()
-def valid_bleu(model: Seq2SeqBase, data: Pairs, tokenizer_dir: Path, max_tokens: int, device: torch.device) -> float:
-    """Greedy BLEU on ``data`` against its own (detokenised) references."""
-    import sacrebleu
-
+def valid_bleu(model: Seq2SeqBase, data: Pairs, tokenizer_dir: Path, max_tokens: int, device: torch.device,
+               lang: str) -> float:
+    """Greedy BLEU on ``data`` against its own (detokenised) references, tokenised for ``lang`` as evaluate's."""
+    from pipeline.scoring import bleu_metric
     from pipeline.search import greedy
     from pipeline.vocab import load_tokenizer, strip_ids
 
@@ -133,7 +133,7 @@ def valid_bleu(model: Seq2SeqBase, data: Pairs, tokenizer_dir: Path, max_tokens:
         hyps += tgt_tok.decode_batch([strip_ids(r) for r in tokens.tolist()])
         refs += tgt_tok.decode_batch([strip_ids(r[1:]) for r in b["tgt"].tolist()])
     model.train(was_training)
-    return sacrebleu.corpus_bleu(hyps, [refs]).score
+    return bleu_metric(lang).corpus_score(hyps, [refs]).score
 
 
 # --- state -------------------------------------------------------------------------------------
@@ -203,7 +203,7 @@ class Session:
     def save_checkpoint(self, state: State) -> None:
         if self.rank == 0:
             checkpoint.save_checkpoint(self.paths.checkpoints, self.checkpoint_blob(state), state.step,
-                                       self.cfg.keep_checkpoints)
+                                       self.cfg.keep_checkpoints, step_file=state.step > 0)
 
 
 # --- setup -------------------------------------------------------------------------------------
@@ -224,6 +224,8 @@ def _build_model(params: Params, paths: Paths, meta: dict) -> Seq2SeqBase:
 def _fingerprint(params: Params, paths: Paths, world: int) -> str:
     settings = {"model": params.model.model_dump(), "train": params.train.model_dump(exclude={"device", "threads"}),
                 "max_tokens": params.build.max_tokens, "world": world}
+    if params.train.embeddings == "pretrained":  # info.json alone does not change with every embed setting
+        settings["embed"] = params.embed.model_dump(exclude={"workers"})
     return checkpoint.fingerprint(settings, [paths.dataset / "meta.json", paths.tokenizer / "src.json",
                                              paths.tokenizer / "tgt.json", paths.embeddings / "info.json"])
 
@@ -403,7 +405,8 @@ def validate(s: Session, state: State, epoch: int) -> dict[str, float]:
            "lr": s.optimizer.param_groups[0]["lr"],
            "teacher_forcing": teacher_forcing(cfg, state.step, s.total_steps)}
     if s.higher_is_better:
-        row["valid_bleu"] = valid_bleu(s.model, s.valid_set, s.paths.tokenizer, s.params.build.max_tokens, s.device)
+        row["valid_bleu"] = valid_bleu(s.model, s.valid_set, s.paths.tokenizer, s.params.build.max_tokens, s.device,
+                                     s.params.data.tgt)
     log.info("epoch %d: train loss %.4f (ppl %.2f), valid loss %.4f (ppl %.2f)%s", epoch + 1, train_loss,
              row["train_ppl"], v_loss, row["valid_ppl"],
              f", valid BLEU {row['valid_bleu']:.2f}" if s.higher_is_better else "")
@@ -539,7 +542,7 @@ def run(params: Params, paths: Paths) -> dict:
     state = resume(s)
     s.paths.checkpoints.mkdir(parents=True, exist_ok=True)
     with start_tracking(s, state):
-        if state.step == 0:
+        if state.step == 0:  # last.pt only: random weights must never be averaged into the model
             s.save_checkpoint(state)  # from now on a killed run can be resumed, or ended, by its run id
         s.model.train()
         try:

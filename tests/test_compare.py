@@ -8,6 +8,7 @@ import sys
 import mlflow
 import pytest
 
+from flows.compare import _hydra
 from pipeline.tracking import default_uri
 from tests.test_faults import _env, built_project
 
@@ -34,6 +35,11 @@ def project(tmp_path_factory):
 def _compare(root, *args):
     return subprocess.run([sys.executable, "-m", "flows.compare", *args], cwd=root, env=_env(), capture_output=True,
                           text=True, timeout=900)
+
+
+def test_grid_values_reach_dvc_in_hydra_syntax():
+    assert [_hydra(v) for v in (True, None, 3, 0.5, "gru", "it's", [8, 16], {"train": "x"})] == [
+        "true", "null", "3", "0.5", "'gru'", "'it\\'s'", "[8, 16]", "{train: 'x'}"]
 
 
 def test_a_bad_grid_fails_before_any_experiment_runs(project, tmp_path):

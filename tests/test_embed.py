@@ -99,3 +99,9 @@ def test_bad_embedding_input_is_one_line(tmp_path, tiny_project):
         (tmp_path / "data" / "clean" / f"train.{lang}").write_text("")
     with pytest.raises(PipelineError, match=r"train.ko is empty: nothing to train embeddings on"):
         embed.run(params, type(paths)(tmp_path))
+    for lang in ("ko", "en"):
+        (tmp_path / "data" / "clean" / f"train.{lang}").write_text(
+            (paths.clean / f"train.{lang}").read_text(encoding="utf-8"), encoding="utf-8")
+    too_rare = params.model_copy(update={"embed": params.embed.model_copy(update={"min_count": 10**9})})
+    with pytest.raises(PipelineError, match=r"^embed.min_count: fewer than two source pieces occur 1000000000 times"):
+        embed.run(too_rare, type(paths)(tmp_path))

@@ -223,3 +223,16 @@ def test_local_files_are_used_in_place(tmp_path):
     path, digest = fetch.fetch(str(src))
     assert path == src and digest == hashlib.sha256(b"abc\n").hexdigest()
     shutil.rmtree(fetch.cache_dir(), ignore_errors=True)
+
+
+def test_a_relative_path_is_the_projects_also_from_a_dvc_experiment_copy(tmp_path, monkeypatch):
+    project, copy = tmp_path / "project", tmp_path / "project" / ".dvc" / "tmp" / "exps" / "abc"
+    copy.mkdir(parents=True)
+    (tmp_path / "corpus.ko").write_text("안녕\n", encoding="utf-8")
+    monkeypatch.chdir(copy)  # where `dvc exp run --temp` runs a stage
+    monkeypatch.setenv("DVC_ROOT", str(project))
+    local, _ = fetch.fetch("../corpus.ko")
+    assert local.resolve() == (tmp_path / "corpus.ko").resolve()
+    monkeypatch.delenv("DVC_ROOT")
+    with pytest.raises(PipelineError, match=r"^\.\./corpus\.ko: file not found"):
+        fetch.fetch("../corpus.ko")

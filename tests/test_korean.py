@@ -7,8 +7,8 @@ import sacrebleu
 
 from pipeline import build, clean, download, embed, evaluate, tokenizer, train
 from pipeline.common import PipelineError
-from pipeline.config import Paths, apply_recipe, load_params
-from pipeline.evaluate import bleu_metric
+from pipeline.config import Paths, apply_recipe, load_params, set_params
+from pipeline.scoring import bleu_metric
 from pipeline.text import strip_markup
 from tests.conftest import ROOT, write_params
 
@@ -90,11 +90,14 @@ def test_inline_markup_becomes_plain_text():
 def test_recipes_apply_in_place(tmp_path):
     params_file = tmp_path / "params.yaml"
     params_file.write_text((ROOT / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    set_params(params_file, {"data.corpus": "custom", "data.custom": {  # an old corpus: nothing of it may survive
+        "train": {"table": {"url": "old.tsv", "format": "tsv"}}, "valid": {"table": {"url": "old-valid.tsv"}}}})
     for recipe, (src, tgt) in (("ko-en", ("ko", "en")), ("en-ko", ("en", "ko"))):
         apply_recipe(params_file, recipe)
         params = load_params(params_file)
         assert (params.data.corpus, params.data.src, params.data.tgt) == ("custom", src, tgt)
         assert params.data.custom["test"].src.url.endswith(f"flores200.devtest.{src}.gz")
+        assert sorted(params.data.custom) == ["test", "train"] and params.data.custom["train"].table is None
     text = params_file.read_text(encoding="utf-8")
     assert "# sample-ko-en (embedded, synthetic)" in text and text.count("\ndata:") == 1  # comments kept
     with pytest.raises(PipelineError, match="no recipe 'klingon'; the recipes are: en-ko, ko-en"):
