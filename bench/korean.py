@@ -53,7 +53,6 @@ ABLATIONS = {  # one change each against "base"
     "NFC instead of NFKC": {"clean": {"normalize": "NFC"}},
     "Korean morphemes (kiwipiepy)": {"clean": {"korean_morphemes": True}},
     "reST markup stripped": {"clean": {"strip_markup": True}},
-    "vocabulary 4,000 per side": {"tokenize": {"vocab_size": 4000}},
     "vocabulary 16,000 per side": {"tokenize": {"vocab_size": 16000}},
     "joint vocabulary 16,000": {"tokenize": {"vocab_size": 16000, "joint": True}},
 }
