@@ -59,10 +59,11 @@ CORPORA = {
 }
 GRU = {"tokenize": {"vocab_size": 6000},
        "model": {"arch": "rnn", "emb_dim": 128, "hidden": 256, "dropout": 0.3},
-       "train": {"lr": 0.002, "scheduler": "cosine", "warmup_steps": 100, "label_smoothing": 0.1}}
+       "train": {"lr": 0.002, "scheduler": "cosine", "warmup_steps": 30, "label_smoothing": 0.1}}
 TRANSFORMER = {"model": {"arch": "transformer", "emb_dim": 128, "hidden": 128, "dropout": 0.1,
                          "transformer": {"heads": 4, "ff_dim": 512, "enc_layers": 3, "dec_layers": 3}},
-               "train": {"lr": 0.001, "scheduler": "noam", "warmup_steps": 300, "label_smoothing": 0.1}}
+               # cosine over the time budget: a noam warmup would fill a short budget
+               "train": {"lr": 0.001, "scheduler": "cosine", "warmup_steps": 30, "label_smoothing": 0.1}}
 EMBED = {"word2vec": {"method": "word2vec", "dim": 128, "window": 5, "epochs": 5},
          "glove": {"method": "glove", "dim": 128, "window": 10, "epochs": 15}}
 
