@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KO_EN = ROOT.parent / "shared" / "corpora" / "ko-en"
 sys.path.insert(0, str(ROOT))
 
-from pipeline import build, clean, download, embed, evaluate, tokenizer, train  # noqa: E402
+from pipeline import build, clean, download, embed, tokenizer, train  # noqa: E402
 from pipeline.common import setup_logging  # noqa: E402
 from pipeline.config import RECIPES, Paths, load_params, merged  # noqa: E402
 from pipeline.scoring import bleu_metric  # noqa: E402
@@ -152,12 +152,11 @@ def main_run(args: argparse.Namespace) -> None:
         "train": {"epochs": 500, "max_minutes": args.minutes, "checkpoint_every": 100_000,
                   "keep_checkpoints": 5, "average_last": 5, "experiment": "bench-korean",
                   "embeddings": "pretrained" if args.arch == "rnn" else "random"}})
-    params, paths, trained, scores = _train_and_score(args.out, overrides, files, src, tgt,
+    _, paths, trained, scores = _train_and_score(args.out, overrides, files, src, tgt,
                                                       embed_stage=args.arch == "rnn")
-    evaluated = evaluate.run(params, paths)
     history = torch.load(paths.checkpoints / "last.pt", weights_only=True)["state"]["history"]
-    print(f"\n{src}→{tgt}, {args.arch}, {args.minutes:g} min; BLEU {evaluated['bleu_signature']}; "
-          f"chrF {evaluated['chrf_signature']}")
+    print(f"\n{src}→{tgt}, {args.arch}, {args.minutes:g} min; BLEU {bleu_metric(tgt).get_signature()}; "
+          f"chrF {sacrebleu.CHRF().get_signature()}")
     print("\n| epoch | step | train loss | valid loss | valid ppl |\n|---:|---:|---:|---:|---:|")
     for row in history:
         print(f"| {row['epoch']} | {row['step']} | {row['train_loss']:.3f} | {row['valid_loss']:.3f} | "
