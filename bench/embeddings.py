@@ -88,7 +88,7 @@ def _linked(base: Path, root: Path, embeddings: Path | None) -> None:
 
 
 def quality(args: argparse.Namespace) -> None:
-    base = args.out / "data"
+    base = (args.out / "data").resolve()  # absolute: the runs' projects link to it
     overrides = merged(merged(CORPORA[args.corpus], GRU), {"train": {"epochs": 500, "max_minutes": args.minutes,
                                                                      "experiment": f"bench-embed-{args.corpus}",
                                                                      "checkpoint_every": 100_000}})
@@ -122,7 +122,7 @@ def quality(args: argparse.Namespace) -> None:
     for label, arch, extra, method in runs:
         name = f"{arch}-{label}".replace(", ", "-").replace(" ", "-")
         root = args.out / name
-        _linked(base, root, args.out / f"embed-{method}" / "data" / "embeddings" if method else None)
+        _linked(base, root, (args.out / f"embed-{method}" / "data" / "embeddings").resolve() if method else None)
         run_params, run_paths = _project(root, merged(overrides, extra))
         own = TransformerSeq2Seq.load_embeddings
         if label.endswith("unscaled"):  # the behaviour before: the trainer's vectors multiplied by sqrt(d) as-is
