@@ -10,12 +10,16 @@ its signature is printed with it.
 
 * ``ablations``: BiGRU + Bahdanau ko→en, one preprocessing change per row against a base row, the
   same seed and time budget each (random embeddings, to measure the preprocessing alone).
+* ``stats``: what each preprocessing choice does to the data itself, without training: lines that
+  NFKC changes (and which characters), lines with reST markup, tokens per sentence and the <unk>
+  rate on FLORES and news of each vocabulary choice, and the morpheme split's speed and length.
 * ``main``: a recipe (pipeline/recipes/<direction>.yaml) with one architecture under a time budget:
   learning curve, BLEU/chrF on FLORES, news and in-domain, and 10 FLORES translations beside the
   references.
 
     python bench/korean.py ablations --minutes 6 --out bench/out/ko-ablations
     python bench/korean.py main --direction ko-en --arch rnn --minutes 25 --out bench/out/ko-en-rnn
+    python bench/korean.py stats --out bench/out/ko-stats
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import gzip
 import os
 import shutil
 import sys
+import time
+import unicodedata
 from pathlib import Path
 
 import sacrebleu
@@ -172,9 +178,66 @@ def main_run(args: argparse.Namespace) -> None:
         print(f"| {sources[i]} | {references[i]} | {scores['flores'][2][i]} |")
 
 
+def stats(args: argparse.Namespace) -> None:
+    """What each preprocessing choice does to the data itself (no training): fast and exact."""
+    from collections import Counter
+
+    from pipeline.config import Tokenize
+    from pipeline.text import korean_morphemes, normalise, strip_markup
+    from pipeline.tokenizer import train_tokenizer, unknown_rate
+
+    files = held_out(args.out.parent / "ko-corpus")
+    train_lines = {lang: files["train"][lang].read_text(encoding="utf-8").splitlines() for lang in ("ko", "en")}
+    tests = {name: {lang: _lines(files[name][lang]) for lang in ("ko", "en")} for name in ("flores", "news")}
+    print(f"open.train without the held-out pairs: {len(train_lines['ko']):,} pairs\n")
+    print("| choice | ko lines changed | en lines changed | what changes most |\n|---|---:|---:|---|")
+    for name, fn in (("NFKC instead of NFC", lambda t: normalise(t, "NFKC") != normalise(t, "NFC")),
+                     ("reST markup stripped", lambda t: strip_markup(t) != t)):
+        changed = {lang: [t for t in train_lines[lang] if fn(t)] for lang in ("ko", "en")}
+        chars: Counter = Counter()
+        if name.startswith("NFKC"):
+            for t in changed["ko"] + changed["en"]:
+                chars.update(c for c in t if unicodedata.normalize("NFKC", c) != c)
+            top = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, '?').lower()} ({n})" for c, n in chars.most_common(4))
+        else:
+            top = " / ".join(changed["ko"][:1] + changed["en"][:1])[:160]
+        share = {lang: 100 * len(changed[lang]) / len(train_lines[lang]) for lang in ("ko", "en")}
+        print(f"| {name} | {len(changed['ko']):,} ({share['ko']:.2f}%) | {len(changed['en']):,} ({share['en']:.2f}%) "
+              f"| {top} |", flush=True)
+
+    print("\n| tokenizer (BPE, NFKC) | side | vocab | tokens/sentence, train | <unk> rate FLORES | <unk> rate news |")
+    print("|---|---|---:|---:|---:|---:|")
+    ko_norm = [normalise(t, "NFKC") for t in train_lines["ko"]]
+    en_norm = [normalise(t, "NFKC") for t in train_lines["en"]]
+    test_norm = {n: {lang: [normalise(t, "NFKC") for t in v[lang]] for lang in v} for n, v in tests.items()}
+    for label, size, joint in (("8,000 per side", 8000, False), ("16,000 per side", 16000, False),
+                               ("16,000 joint", 16000, True)):
+        cfg = Tokenize(vocab_size=size, joint=joint)
+        if joint:
+            shared = train_tokenizer(iter(ko_norm + en_norm), cfg)
+            toks = {"ko": shared, "en": shared}
+        else:
+            toks = {"ko": train_tokenizer(iter(ko_norm), cfg), "en": train_tokenizer(iter(en_norm), cfg)}
+        for lang, lines in (("ko", ko_norm), ("en", en_norm)):
+            _, per_sentence = unknown_rate(toks[lang], lines[:20000])
+            unk = {n: unknown_rate(toks[lang], test_norm[n][lang])[0] for n in test_norm}
+            print(f"| {label} | {lang} | {toks[lang].get_vocab_size():,} | {per_sentence:.1f} | "
+                  f"{100 * unk['flores']:.2f}% | {100 * unk['news']:.2f}% |", flush=True)
+
+    sample = ko_norm[:5000]
+    start = time.perf_counter()
+    morphs = [korean_morphemes(t) for t in sample]
+    seconds = time.perf_counter() - start
+    cfg = Tokenize(vocab_size=8000)
+    plain_tok, morph_tok = train_tokenizer(iter(sample), cfg), train_tokenizer(iter(morphs), cfg)
+    print(f"\nKorean morphemes (kiwipiepy), first 5,000 ko sentences: {len(sample) / seconds:,.0f} sentences/s; "
+          f"BPE 8,000 tokens/sentence {unknown_rate(plain_tok, sample)[1]:.1f} plain vs "
+          f"{unknown_rate(morph_tok, morphs)[1]:.1f} morphemes; e.g. '{sample[0][:40]}' -> '{morphs[0][:60]}'")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["ablations", "main"])
+    parser.add_argument("mode", choices=["ablations", "main", "stats"])
     parser.add_argument("--direction", choices=["ko-en", "en-ko"], default="ko-en")
     parser.add_argument("--arch", choices=sorted(MODELS), default="rnn")
     parser.add_argument("--minutes", type=float, default=6.0)
@@ -184,7 +247,7 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(args.out / "checkpoints", ignore_errors=True)
-    ablations(args) if args.mode == "ablations" else main_run(args)
+    {"ablations": ablations, "main": main_run, "stats": stats}[args.mode](args)
 
 
 if __name__ == "__main__":
