@@ -149,6 +149,12 @@ def ablations(args: argparse.Namespace) -> None:
         print(f"| {name} | {epochs} | {cells} |")
 
 
+def _chrf_signature() -> str:
+    chrf = sacrebleu.CHRF()
+    chrf.corpus_score(["x"], [["x"]])  # sacrebleu knows the signature only after a first score
+    return str(chrf.get_signature())
+
+
 def main_run(args: argparse.Namespace) -> None:
     src, tgt = args.direction.split("-")
     files = held_out(args.out.parent / "ko-corpus")
@@ -162,7 +168,7 @@ def main_run(args: argparse.Namespace) -> None:
                                                       embed_stage=args.arch == "rnn")
     history = torch.load(paths.checkpoints / "last.pt", weights_only=True)["state"]["history"]
     print(f"\n{src}→{tgt}, {args.arch}, {args.minutes:g} min; BLEU {bleu_metric(tgt).get_signature()}; "
-          f"chrF {sacrebleu.CHRF().get_signature()}")
+          f"chrF {_chrf_signature()}")
     print("\n| epoch | step | train loss | valid loss | valid ppl |\n|---:|---:|---:|---:|---:|")
     for row in history:
         print(f"| {row['epoch']} | {row['step']} | {row['train_loss']:.3f} | {row['valid_loss']:.3f} | "
