@@ -52,6 +52,16 @@ def perturb(words: list[str], rng: random.Random) -> list[str]:
     return words
 
 
+def scratch_project(root: Path, overrides: dict) -> tuple:
+    """A project at ``root`` whose params.yaml is the repository's with ``overrides``: (Params, Paths)."""
+    from pipeline.config import Paths, load_params, merged
+
+    root.mkdir(parents=True, exist_ok=True)
+    params = merged(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    return load_params(root / "params.yaml"), Paths(root)
+
+
 def make_corpus(raw: Path, pairs: int, seed: int = 0) -> None:
     de, en = (gzip.decompress((SHARED / f"train.{x}.gz").read_bytes()).decode().splitlines() for x in ("de", "en"))
     rng = random.Random(seed)

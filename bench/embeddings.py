@@ -35,18 +35,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "corpora"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from data_stages import make_corpus, run_stage  # noqa: E402
+from data_stages import make_corpus, run_stage, scratch_project  # noqa: E402
 
 from pipeline import build, clean, download, evaluate, glove, tokenizer, train  # noqa: E402
 from pipeline.common import setup_logging  # noqa: E402
-from pipeline.config import Paths, load_params, merged  # noqa: E402
+from pipeline.config import merged  # noqa: E402
 from pipeline.models.base import Seq2SeqBase  # noqa: E402
 from pipeline.models.transformer import TransformerSeq2Seq  # noqa: E402
 from pipeline.vocab import load_tokenizers  # noqa: E402
@@ -68,13 +67,6 @@ EMBED = {"word2vec": {"method": "word2vec", "dim": 128, "window": 5, "epochs": 5
          "glove": {"method": "glove", "dim": 128, "window": 10, "epochs": 15}}
 
 
-def _project(root: Path, overrides: dict) -> tuple:
-    root.mkdir(parents=True, exist_ok=True)
-    params = merged(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
-    return load_params(root / "params.yaml"), Paths(root)
-
-
 def _linked(base: Path, root: Path, embeddings: Path | None) -> None:
     """A run's own project: the shared data stages' outputs linked in, its own models and checkpoints."""
     (root / "data").mkdir(parents=True, exist_ok=True)
@@ -92,14 +84,14 @@ def quality(args: argparse.Namespace) -> None:
     overrides = merged(merged(CORPORA[args.corpus], GRU), {"train": {"epochs": 500, "max_minutes": args.minutes,
                                                                      "experiment": f"bench-embed-{args.corpus}",
                                                                      "checkpoint_every": 100_000}})
-    params, paths = _project(base, overrides)
+    params, paths = scratch_project(base, overrides)
     os.environ["NMT_DATA_MIRROR"] = SHARED.as_uri()
     for stage in (download, clean, tokenizer, build):
         stage.run(params, paths)
     stage_costs = {}
     for method, cfg in EMBED.items():  # the embed stage as its own process, like DVC runs it
         root = args.out / f"embed-{method}"
-        _project(root, merged(overrides, {"embed": cfg}))
+        scratch_project(root, merged(overrides, {"embed": cfg}))
         (root / "data").mkdir(exist_ok=True)
         for d in ("clean", "tokenizer"):
             if not (root / "data" / d).exists():
@@ -123,7 +115,7 @@ def quality(args: argparse.Namespace) -> None:
         name = f"{arch}-{label}".replace(", ", "-").replace(" ", "-")
         root = args.out / name
         _linked(base, root, (args.out / f"embed-{method}" / "data" / "embeddings").resolve() if method else None)
-        run_params, run_paths = _project(root, merged(overrides, extra))
+        run_params, run_paths = scratch_project(root, merged(overrides, extra))
         own = TransformerSeq2Seq.load_embeddings
         if label.endswith("unscaled"):  # the behaviour before: the trainer's vectors multiplied by sqrt(d) as-is
             TransformerSeq2Seq.load_embeddings = Seq2SeqBase.load_embeddings
@@ -192,7 +184,7 @@ def speed(args: argparse.Namespace) -> None:
     root = args.out
     if not (root / "data" / "raw").exists():
         make_corpus(root / "data" / "raw", 1_000_000)
-    _, paths = _project(root, {
+    _, paths = scratch_project(root, {
         "data": {"corpus": "custom", "src": "de", "tgt": "en",
                  "custom": {"train": {"src": {"url": "unused"}, "tgt": {"url": "unused"}}}},
         "clean": {"valid_fraction": 0.005, "test_fraction": 0.005}, "tokenize": {"vocab_size": 8000},

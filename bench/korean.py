@@ -40,10 +40,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 KO_EN = ROOT.parent / "shared" / "corpora" / "ko-en"
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from data_stages import scratch_project  # noqa: E402
 
 from pipeline import build, clean, download, embed, tokenizer, train  # noqa: E402
 from pipeline.common import setup_logging  # noqa: E402
-from pipeline.config import RECIPES, Paths, load_params, merged  # noqa: E402
+from pipeline.config import RECIPES, merged  # noqa: E402
 from pipeline.scoring import bleu_metric  # noqa: E402
 from pipeline.translator import Decoding, Translator  # noqa: E402
 
@@ -87,13 +90,6 @@ def held_out(scratch: Path) -> dict[str, dict[str, Path]]:
             "news": {lang: KO_EN / f"news.test.{lang}.gz" for lang in ("ko", "en")}}
 
 
-def _project(root: Path, overrides: dict) -> tuple:
-    root.mkdir(parents=True, exist_ok=True)
-    params = merged(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
-    return load_params(root / "params.yaml"), Paths(root)
-
-
 def _split(files: dict, name: str, src: str, tgt: str) -> dict:
     return {side: {"url": str(files[name][lang])} for side, lang in (("src", src), ("tgt", tgt))}
 
@@ -103,22 +99,30 @@ def _corpus(files: dict, src: str, tgt: str) -> dict:
     return {"data": {"corpus": "custom", "src": src, "tgt": tgt, "custom": custom}}
 
 
+def metrics(tgt: str) -> tuple[sacrebleu.BLEU, sacrebleu.CHRF]:
+    """BLEU tokenised for ``tgt`` and chrF, each scored once so that its signature is complete."""
+    chrf = sacrebleu.CHRF()
+    chrf.corpus_score(["x"], [["x"]])
+    return bleu_metric(tgt), chrf
+
+
 def score(translator: Translator, files: dict, src: str, tgt: str) -> dict[str, tuple[float, float, list[str]]]:
     """BLEU, chrF and the hypotheses on each test set (raw sentences, preprocessed as the model was trained)."""
+    bleu_scorer, chrf_scorer = metrics(tgt)
     out = {}
     for name in ("in-domain", "flores", "news"):
         read = _lines if files[name][src].suffix == ".gz" else lambda p: p.read_text(encoding="utf-8").splitlines()
         sources, references = read(files[name][src]), read(files[name][tgt])
         with torch.inference_mode():
             hypotheses = translator.translate(sources)
-        bleu = bleu_metric(tgt).corpus_score(hypotheses, [references]).score
-        chrf = sacrebleu.CHRF().corpus_score(hypotheses, [references]).score
+        bleu = bleu_scorer.corpus_score(hypotheses, [references]).score
+        chrf = chrf_scorer.corpus_score(hypotheses, [references]).score
         out[name] = (bleu, chrf, hypotheses)
     return out
 
 
 def _train_and_score(root: Path, overrides: dict, files: dict, src: str, tgt: str, embed_stage: bool = False):
-    params, paths = _project(root, overrides)
+    params, paths = scratch_project(root, overrides)
     for stage in (download, clean, tokenizer, *([embed] if embed_stage else []), build):
         stage.run(params, paths)
     trained = train.run(params, paths)
@@ -149,12 +153,6 @@ def ablations(args: argparse.Namespace) -> None:
         print(f"| {name} | {epochs} | {cells} |")
 
 
-def _chrf_signature() -> str:
-    chrf = sacrebleu.CHRF()
-    chrf.corpus_score(["x"], [["x"]])  # sacrebleu knows the signature only after a first score
-    return str(chrf.get_signature())
-
-
 def main_run(args: argparse.Namespace) -> None:
     src, tgt = args.direction.split("-")
     files = held_out(args.out.parent / "ko-corpus")
@@ -167,8 +165,9 @@ def main_run(args: argparse.Namespace) -> None:
     _, paths, trained, scores = _train_and_score(args.out, overrides, files, src, tgt,
                                                       embed_stage=args.arch == "rnn")
     history = torch.load(paths.checkpoints / "last.pt", weights_only=True)["state"]["history"]
-    print(f"\n{src}→{tgt}, {args.arch}, {args.minutes:g} min; BLEU {bleu_metric(tgt).get_signature()}; "
-          f"chrF {_chrf_signature()}")
+    bleu_scorer, chrf_scorer = metrics(tgt)
+    print(f"\n{src}→{tgt}, {args.arch}, {args.minutes:g} min; BLEU {bleu_scorer.get_signature()}; "
+          f"chrF {chrf_scorer.get_signature()}")
     print("\n| epoch | step | train loss | valid loss | valid ppl |\n|---:|---:|---:|---:|---:|")
     for row in history:
         print(f"| {row['epoch']} | {row['step']} | {row['train_loss']:.3f} | {row['valid_loss']:.3f} | "
