@@ -144,21 +144,16 @@ def run_queue(root: str, jobs: int, sweep: str, parent_run_id: str) -> None:
             logger.info(line.rstrip())
 
 
-def _runs(root: Path, sweep: str) -> list[Any]:
-    from pipeline.tracking import connect
-
-    mlflow = connect(root)
-    return mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.sweep = '{sweep}'",
-                              output_format="list")
-
-
 def write_report(root: Path, grid: str, sweep: str, experiments: dict[str, dict[str, Any]]) -> list[dict]:
     """reports/compare.md and reports/compare.png; the rows, best BLEU first."""
     from pipeline.common import atomic_file
     from pipeline.tracking import connect
 
-    client = connect(root).MlflowClient()
-    by_name = {run.data.tags.get("dvc_experiment", "").removeprefix(f"{sweep}-"): run for run in _runs(root, sweep)}
+    mlflow = connect(root)
+    client = mlflow.MlflowClient()
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.sweep = '{sweep}'",
+                              output_format="list")
+    by_name = {run.data.tags.get("dvc_experiment", "").removeprefix(f"{sweep}-"): run for run in runs}
     rows = []
     for name, changes in experiments.items():
         run = by_name.get(name)
