@@ -82,14 +82,17 @@ def snapshot(root: Path) -> dict[str, str]:
     return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
 
 
-def built_project(root: Path) -> Path:
-    """The project on the tiny config in a git repo at ``root``, every stage run once by `make repro`."""
+def built_project(root: Path, until: str | None = None) -> Path:
+    """The project on the tiny config in a git repo at ``root``, every stage run once by `make repro` (or,
+    with ``until``, the stages up to that one)."""
     _copy_project(root)
     write_params(root)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
         subprocess.run(cmd, cwd=root, check=True)
-    proc = run(root, "make repro")
+    proc = (run(root, "make repro") if until is None else
+            subprocess.run([sys.executable, "-m", "flows.dvc", until], cwd=root, env=_env(), capture_output=True,
+                           text=True, timeout=300))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     return root
 

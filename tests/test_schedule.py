@@ -88,8 +88,11 @@ def test_a_scheduled_run_retrains_and_promotes_against_real_servers(tmp_path, se
         subprocess.run(cmd, cwd=root, check=True)
 
     log = tmp_path / "serve.log"
+    # started as from a terminal, where Ctrl-C has its default action: a suite launched in the background
+    # (`make test &`, nohup, some CI runners) has SIGINT ignored, and that is inherited through exec
     serve = subprocess.Popen([sys.executable, "-m", "flows.pipeline", "--serve", "--interval", "600", "--root",
-                              str(root)], cwd=root, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
+                              str(root)], cwd=root, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline, runs = time.time() + 400, []
         while time.time() < deadline and serve.poll() is None:
