@@ -106,7 +106,7 @@ class Clean(Section):
     max_ratio: Annotated[float, Field(ge=1.0)] = 3.0  # longer/shorter side, in words
     min_script_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.4  # letters in the language's script; 0 = off
     korean_morphemes: bool = False  # split a Korean source into morphemes (kiwipiepy) before subwords
-    strip_markup: bool = False  # inline reST/Sphinx markup (``code``, :func:`x`) to plain text, both sides
+    strip_markup: bool = False  # inline reST/Sphinx markup (``code``, :func:`x`, *em*) to plain text, both sides
     valid_fraction: Fraction = 0.04  # used only when the corpus has no valid split
     test_fraction: Fraction = 0.04
     seed: int = 1

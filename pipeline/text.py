@@ -4,7 +4,8 @@
 * ``normalise``: Unicode normalisation, HTML entities and tags, control characters, whitespace.
 * ``script_ratio``: the share of letters written in a language's script (the wrong-script filter).
 * ``korean_morphemes``: optional Korean pre-segmentation with kiwipiepy.
-* ``strip_markup``: inline reST/Sphinx markup to its plain text (software documentation corpora).
+* ``strip_markup``: inline reST/Sphinx markup (roles, literals, links, emphasis) to its plain text
+  (software documentation corpora).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ _RST = re.compile(r"``(?P<literal>.+?)``(?:\\ ?)?"
                   r"|:(?:[\w+.-]+:)?[\w+.-]+:`(?P<role>[^`]+)`(?:\\ ?)?"
                   r"|`(?P<link>[^`]+?)`__?(?:\\ ?)?")
 _TARGET = re.compile(r"\s*<[^<>]*>$")
+# *emphasis* and **strong**: reST requires a non-space right inside both marks and no word character or
+# backslash before the opening one, which keeps f(*args, **kwargs), 2**32 and a * b * c as they are
+_EMPHASIS = re.compile(r"(?<![\w*\\])(\*\*?)(?=[^\s*])(?P<text>[^*]+?)(?<=\S)\1(?!\*)(?:\\ ?)?")
 
 
 def _plain(match: re.Match) -> str:
@@ -52,8 +56,13 @@ def _plain(match: re.Match) -> str:
 
 
 def strip_markup(text: str) -> str:
-    """Inline reST markup to plain text: ``code`` -> code, :func:`len` -> len, :ref:`Title <t>` -> Title."""
-    return _RST.sub(_plain, text) if "`" in text else text
+    """Inline reST markup to plain text: ``code`` -> code, :func:`len` -> len, :ref:`Title <t>` -> Title,
+    *word* -> word, **Note:** -> Note:."""
+    if "`" in text:
+        text = _RST.sub(_plain, text)
+    if "*" in text:
+        text = _EMPHASIS.sub(lambda match: match.group("text"), text)
+    return text
 
 
 # Letters of the script each language is written in; languages not listed are not checked.

@@ -85,6 +85,10 @@ def test_inline_markup_becomes_plain_text():
     assert strip_markup("see `Python <https://python.org>`_ and :c:func:`PyObject_New`") \
         == "see Python and PyObject_New"
     assert strip_markup("a `quoted` word, no markup") == "a `quoted` word, no markup"  # not a reST construct
+    assert strip_markup("there *may* be, **Source code:** Lib/os.py") == "there may be, Source code: Lib/os.py"
+    assert strip_markup("*name*\\은 문자열, **JANG**-oh") == "name은 문자열, JANG-oh"
+    for code in ("f(*args, **kwargs)", "2**32 and a * b * c", "x*y*z", "****"):  # not emphasis
+        assert strip_markup(code) == code
 
 
 def test_recipes_apply_in_place(tmp_path):
