@@ -27,6 +27,7 @@ sizes were not compared at equal time here.
 
     python bench/korean.py stats --out bench/out/ko-stats
     python bench/korean.py ablations --arch transformer --minutes 7 --beam 1 --out bench/out/ko-ablations
+    python bench/korean.py ablations --rows "the recipe" ...   # one row again, after a change
     python bench/korean.py main --direction ko-en --arch transformer --minutes 10 --out bench/out/ko-en-transformer
 """
 
@@ -161,13 +162,19 @@ def bits_per_char(translator: Translator, sources: list[str], references: list[s
 def forced(args: argparse.Namespace) -> None:
     """Bits per character of FLORES and news references under each ablation row's model (ko→en)."""
     print("| preprocessing | FLORES bits/char | news bits/char |\n|---|---:|---:|")
-    for name in ABLATIONS:
+    for name in _rows(args):
         model = args.out / _row_dir(name) / "models" / "model.pt"
         if model.exists():
             translator = Translator.from_file(model)
             cells = [bits_per_char(translator, _lines(KO_EN / f"{test}.ko.gz"), _lines(KO_EN / f"{test}.en.gz"))
                      for test in ("flores200.devtest", "news.test")]
             print(f"| {name} | {cells[0]:.3f} | {cells[1]:.3f} |", flush=True)
+
+
+def _rows(args: argparse.Namespace) -> dict[str, dict]:
+    """The ablation rows named by --rows (the start of their names), or all of them."""
+    return {name: change for name, change in ABLATIONS.items()
+            if not args.rows or any(name.startswith(prefix) for prefix in args.rows)}
 
 
 def _row_dir(name: str) -> str:
@@ -195,7 +202,7 @@ def ablations(args: argparse.Namespace) -> None:
         "train": {"embeddings": "random", "epochs": 500, "max_minutes": args.minutes, "checkpoint_every": 100_000,
                   "experiment": "bench-korean-ablations"}})
     rows = []
-    for name, change in ABLATIONS.items():
+    for name, change in _rows(args).items():
         root = args.out / _row_dir(name)
         _, _, trained, scores = _train_and_score(root, merged(common, change), files, "ko", "en",
                                                  ("in-domain", "flores"))
@@ -321,8 +328,12 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=2000, help="batch size in tokens: a short CPU budget "
                         "takes more, smaller steps than with the pipeline's 6,000")
     parser.add_argument("--beam", type=int, default=5, help="beam size of the scores (1 = greedy)")
+    parser.add_argument("--rows", nargs="+", help="ablations, forced: only the rows whose names start so "
+                        "(e.g. 'the recipe'), to re-measure one after a change")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    if args.rows and not _rows(args):
+        parser.error(f"--rows matches no row; the rows are: {'; '.join(ABLATIONS)}")
     setup_logging()
     torch.set_num_threads(os.cpu_count() or 1)
     args.out.mkdir(parents=True, exist_ok=True)
