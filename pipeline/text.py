@@ -61,7 +61,7 @@ def strip_markup(text: str) -> str:
     if "`" in text:
         text = _RST.sub(_plain, text)
     if "*" in text:
-        text = _EMPHASIS.sub(lambda match: match.group("text"), text)
+        text = _EMPHASIS.sub(r"\g<text>", text)
     return text
 
 

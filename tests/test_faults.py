@@ -55,6 +55,7 @@ def run(root: Path, entry: str, *args: str, env: dict | None = None, timeout: in
         "make pipeline": ["make", "-o", str(VENV / ".installed"), f"VENV={VENV}", "pipeline"],
         "make repro": ["make", "-o", str(VENV / ".installed"), f"VENV={VENV}", "repro"],
         "dvc repro": [str(VENV / "bin" / "dvc"), "repro"],
+        "flows.dvc": [sys.executable, "-m", "flows.dvc"],  # what `make repro` runs; takes the stage to stop at
         "stage": [sys.executable, "-m", f"pipeline.{args[0] if args else ''}"],
     }
     cmd = commands[entry] + (list(args[1:]) if entry == "stage" else list(args))
@@ -90,9 +91,7 @@ def built_project(root: Path, until: str | None = None) -> Path:
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
         subprocess.run(cmd, cwd=root, check=True)
-    proc = (run(root, "make repro") if until is None else
-            subprocess.run([sys.executable, "-m", "flows.dvc", until], cwd=root, env=_env(), capture_output=True,
-                           text=True, timeout=300))
+    proc = run(root, "make repro") if until is None else run(root, "flows.dvc", until)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     return root
 
