@@ -60,9 +60,10 @@ from pipeline.checkpoint import load_model  # noqa: E402
 from pipeline.common import setup_logging  # noqa: E402
 from pipeline.config import RECIPES, merged  # noqa: E402
 from pipeline.data import Pairs, load_split, token_batches  # noqa: E402
+from pipeline.decoding import from_params  # noqa: E402
 from pipeline.scoring import bleu_metric  # noqa: E402
 from pipeline.text import normalise, strip_markup  # noqa: E402
-from pipeline.translator import Decoding, Translator  # noqa: E402
+from pipeline.translator import Translator  # noqa: E402
 from pipeline.vocab import BOS, EOS  # noqa: E402
 
 MODELS = {
@@ -145,8 +146,8 @@ def bits_per_char(translator: Translator, sources: list[str], references: list[s
     references' characters, which no choice changes) and far less noisy than the BLEU or chrF of an
     early model's translations, whose differences drown in run-to-run noise."""
     t = translator
-    targets = [normalise(strip_markup(r) if t.strip_markup else r, t.normalize) for r in references]
-    sources = [t.preprocess(s) for s in sources]
+    targets = [t.preprocessing.text(r) for r in references]
+    sources = [t.preprocessing.source(s) for s in sources]
     src = [[*e.ids, EOS] for e in t.src_tok.encode_batch(sources, add_special_tokens=False)]
     tgt = [[BOS, *e.ids, EOS] for e in t.tgt_tok.encode_batch(targets, add_special_tokens=False)]
     pairs = Pairs(np.concatenate(src).astype(np.int32), np.array([len(x) for x in src], dtype=np.int32),
@@ -187,9 +188,7 @@ def _train_and_score(root: Path, overrides: dict, files: dict, src: str, tgt: st
     for stage in (download, clean, tokenizer, *([embed] if embed_stage else []), build):
         stage.run(params, paths)
     trained = train.run(params, paths)
-    e = params.evaluate
-    translator = Translator.from_file(paths.model / "model.pt", decoding=Decoding(
-        e.beam_size, e.length_penalty, e.max_len_a, e.max_len_b, params.build.max_tokens))
+    translator = Translator.from_file(paths.model / "model.pt", decoding=from_params(params))
     return translator, paths, trained, score(translator, files, src, tgt, names)
 
 

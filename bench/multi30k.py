@@ -31,7 +31,8 @@ from pipeline import build, clean, download, embed, evaluate, tokenizer, train  
 from pipeline.checkpoint import load_model  # noqa: E402
 from pipeline.common import setup_logging  # noqa: E402
 from pipeline.config import Paths, load_params, merged  # noqa: E402
-from pipeline.translator import Decoding, Translator  # noqa: E402
+from pipeline.decoding import from_params  # noqa: E402
+from pipeline.translator import Translator  # noqa: E402
 
 SETTINGS = {  # what each architecture trains with; everything else is params.yaml's default
     "rnn": {"tokenize": {"vocab_size": 6000, "joint": False},
@@ -97,24 +98,19 @@ def main() -> None:
 
 def best_epoch_translator(paths: Paths, params) -> Translator:
     """The best epoch's weights (checkpoints/best.pt) with the tokenizers and settings of models/model.pt."""
-    translator = Translator.from_file(paths.model / "model.pt", decoding=_decoding(params))
+    translator = Translator.from_file(paths.model / "model.pt", decoding=from_params(params))
     best = torch.load(paths.checkpoints / "best.pt", weights_only=True)
     translator.model.load_state_dict(best["state_dict"])
     return translator
 
 
-def _decoding(params) -> Decoding:
-    e = params.evaluate
-    return Decoding(e.beam_size, e.length_penalty, e.max_len_a, e.max_len_b, params.build.max_tokens)
-
-
 def _bleu(translator: Translator, paths: Paths, params) -> float:
     import sacrebleu
 
-    sources = (paths.clean / f"test.{params.data.src}").read_text(encoding="utf-8").splitlines()
-    references = (paths.clean / f"test.{params.data.tgt}").read_text(encoding="utf-8").splitlines()
+    sources = (paths.original / f"test.{params.data.src}").read_text(encoding="utf-8").splitlines()
+    references = (paths.original / f"test.{params.data.tgt}").read_text(encoding="utf-8").splitlines()
     with torch.inference_mode():
-        hypotheses = translator.translate(sources, preprocessed=True)
+        hypotheses = translator.translate(sources)
     return round(sacrebleu.corpus_bleu(hypotheses, [references]).score, 2)
 
 

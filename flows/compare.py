@@ -158,35 +158,79 @@ def write_report(root: Path, grid: str, sweep: str, experiments: dict[str, dict[
     for name, changes in experiments.items():
         run = by_name.get(name)
         row = {"name": name, "changes": changes, "ok": False, "parameters": None, "tokens_per_sec": None,
-               "valid_loss": None, "bleu": None, "chrf": None, "minutes": None, "curve": []}
+               "valid_loss": None, "bleu": None, "bleu_ci": None, "chrf": None, "chrf_ci": None, "p_value": None,
+               "minutes": None, "curve": [], "run": run}
         if run is not None:
             m = run.data.metrics
             row |= {"ok": run.info.status == "FINISHED" and "bleu" in m,
                     "parameters": int(run.data.params.get("model.parameters", 0)) or None,
                     "tokens_per_sec": m.get("train_tokens_per_sec"), "valid_loss": m.get("best_valid_loss"),
-                    "bleu": m.get("bleu"), "chrf": m.get("chrf"),
+                    "bleu": m.get("bleu"), "chrf": m.get("chrf"), "bleu_ci": m.get("bleu_ci"),
+                    "chrf_ci": m.get("chrf_ci"),
                     "minutes": (run.info.end_time - run.info.start_time) / 60000 if run.info.end_time else None,
                     "curve": [(h.step, h.value) for h in client.get_metric_history(run.info.run_id, "valid_loss")]}
         rows.append(row)
     rows.sort(key=lambda r: -(r["bleu"] if r["bleu"] is not None else -1))
+    _p_values(root, client, rows)
 
     def cell(value: Any, fmt: str) -> str:
         return format(value, fmt) if value is not None else "-"
 
+    def score(r: dict, key: str) -> str:
+        return "-" if r[key] is None else f"{r[key]:.2f}" + (f" ± {r[key + '_ci']:.2f}" if r[key + "_ci"] else "")
+
     lines = [f"# Model comparison: grid `{grid}` (sweep {sweep})", "",
-             "| experiment | changes | parameters | tokens/s | best valid loss | BLEU | chrF | minutes |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "BLEU and chrF with their 95% bootstrap confidence intervals; p: sacrebleu's paired bootstrap test "
+             "of each model's test BLEU against the first row's (below 0.05: the difference is unlikely to be "
+             "chance).", "",
+             "| experiment | changes | parameters | tokens/s | best valid loss | BLEU | chrF | p vs best | minutes |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         changes = ", ".join(f"`{k}={v}`" for k, v in r["changes"].items()) or "(the defaults)"
         status = "" if r["ok"] else " (failed)"
         lines.append(f"| {r['name']}{status} | {changes} | {cell(r['parameters'], ',')} | "
                      f"{cell(r['tokens_per_sec'], ',.0f')} | {cell(r['valid_loss'], '.3f')} | "
-                     f"{cell(r['bleu'], '.2f')} | {cell(r['chrf'], '.2f')} | {cell(r['minutes'], '.1f')} |")
+                     f"{score(r, 'bleu')} | {score(r, 'chrf')} | {cell(r['p_value'], '.3f')} | "
+                     f"{cell(r['minutes'], '.1f')} |")
     reports = root / "reports"
     with atomic_file(reports / "compare.md", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
     _plot(rows, reports / "compare.png", grid)
     return rows
+
+
+def _p_values(root: Path, client: Any, rows: list[dict]) -> None:
+    """Each row's p-value against the best row (paired bootstrap on test BLEU), where both runs logged their
+    test hypotheses and were scored on the project's own test set (the same test-data hash)."""
+    import mlflow
+
+    from pipeline.common import read_lines
+    from pipeline.config import load_params
+    from pipeline.scoring import files_digest, paired_test
+    from pipeline.tracking import TEST_HYPOTHESES
+
+    params = load_params(root / "params.yaml")
+    files = [root / "data" / "clean" / "original" / f"test.{lang}" for lang in (params.data.src, params.data.tgt)]
+    if not rows or rows[0]["run"] is None or not all(f.exists() for f in files):
+        return
+    test_data = files_digest(files)
+
+    def hypotheses(run: Any) -> list[str] | None:
+        if run is None or run.data.tags.get("test_data") != test_data:
+            return None
+        try:
+            return read_lines(Path(mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id, artifact_path=TEST_HYPOTHESES, tracking_uri=client.tracking_uri)))
+        except Exception:  # MlflowException, OSError: the run logged none
+            return None
+
+    best = hypotheses(rows[0]["run"])
+    if best is None:
+        return
+    references = read_lines(files[1])
+    for r in rows[1:]:
+        if (hyps := hypotheses(r["run"])) is not None:
+            r["p_value"] = paired_test(hyps, best, references, params.data.tgt)["p_value"]
 
 
 def _plot(rows: list[dict], path: Path, grid: str) -> None:

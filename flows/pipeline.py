@@ -167,7 +167,8 @@ def nmt_pipeline(root: str = ".", force: bool = False):  # -> the summary, or a 
         create_markdown_artifact(summary_markdown(summary), key="nmt-pipeline-summary")
         return Failed(message=line, data=PipelineError(line))
     metrics = json.loads((paths.metrics / "eval.json").read_text())
-    summary |= {"bleu": metrics["bleu"], "chrf": metrics["chrf"], "model": str(paths.model / "model.pt"),
+    summary |= {"bleu": metrics["bleu"], "chrf": metrics["chrf"], "bleu_ci": metrics.get("bleu_ci", 0.0),
+                "chrf_ci": metrics.get("chrf_ci", 0.0), "model": str(paths.model / "model.pt"),
                 "model_uri": metrics.get("model_uri", "(not registered)")}
     ran = [s["stage"] for s in summary["stages"] if s["status"] == "ran"]
     logger.info("ran: %s; cached: %d stage(s); BLEU %.2f, chrF %.2f; %s; promotion: %s",
@@ -242,7 +243,8 @@ def print_summary(summary: dict) -> None:
         table.add_row(s["stage"], s["status"], f"{s['seconds']:.1f}")
     console = Console(soft_wrap=True)
     console.print(table)
-    console.print(f"BLEU {summary['bleu']:.2f}  chrF {summary['chrf']:.2f}  (metrics/eval.json, `dvc metrics show`)")
+    console.print(f"BLEU {summary['bleu']:.2f} ± {summary['bleu_ci']:.2f}  chrF {summary['chrf']:.2f} ± "
+                  f"{summary['chrf_ci']:.2f} (95% bootstrap intervals; metrics/eval.json, `dvc metrics show`)")
     console.print(f"model: {summary['model']} = {summary['model_uri']}   samples: reports/samples.tsv")
     promotion = summary["promotion"]
     console.print(f"promotion: {promotion['decision']}: {promotion['reason']}")

@@ -1,9 +1,16 @@
-"""Stage ``clean``: normalise and filter the raw pairs, then write train/valid/test splits.
+"""Stage ``clean``: normalise and filter the train pairs, then write train/valid/test splits.
 
-Streaming: pairs are read in chunks, normalised and filtered in a process pool (both cores), and
+The held-out splits a corpus comes with (registry, HF, custom) are its official ones and stay as they
+are, every line: ``data/clean/original/{valid,test}.*`` are byte copies of what was downloaded (what
+evaluation translates and scores against), and ``data/clean/{valid,test}.*`` the same lines prepared as
+the translator prepares its input (for the valid loss). A train pair whose source occurs in one of them
+is removed *from train* and counted (``train_source_in_valid``/``_test``).
+
+Streaming: train pairs are read in chunks, normalised and filtered in a process pool (both cores), and
 written as they come back. Exact duplicates are found with a set of 8-byte hashes, so memory grows
-by about 80 bytes per kept pair, not by the text. When the corpus has no valid/test split, pairs
-are assigned by a seeded hash of their source sentence, so a source never lands in two splits.
+by about 80 bytes per kept pair, not by the text. When the corpus has no valid/test split, one is
+carved out of train: pairs are assigned by a seeded hash of their source sentence, so a source never
+lands in two splits; a carved split is filtered like train, and its original lines are kept beside it.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import shutil
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -22,7 +30,7 @@ from pathlib import Path
 from pipeline.cli import stage_main
 from pipeline.common import PipelineError, stage_outputs
 from pipeline.config import SPLITS, Clean, Params, Paths
-from pipeline.text import korean_morphemes, normalise, script_ratio, strip_markup
+from pipeline.text import script_ratio
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +39,8 @@ CHUNK = 20_000
 
 def check_pair(src: str, tgt: str, cfg: Clean, langs: tuple[str, str] = ("", "")) -> tuple[str, str, str | None]:
     """Normalise one pair; return it with the name of the filter that rejects it, or None."""
-    if cfg.strip_markup:  # before normalise, whose tag filter would take `title <target>` apart
-        src, tgt = strip_markup(src), strip_markup(tgt)
-    src, tgt = normalise(src, cfg.normalize), normalise(tgt, cfg.normalize)
+    prep = cfg.preprocessing()
+    src, tgt = prep.text(src), prep.text(tgt)
     if not src or not tgt:
         return src, tgt, "empty"
     if src == tgt:
@@ -50,14 +57,17 @@ def check_pair(src: str, tgt: str, cfg: Clean, langs: tuple[str, str] = ("", "")
             ratio = script_ratio(text, lang)
             if ratio is not None and ratio < cfg.min_script_ratio:
                 return src, tgt, "wrong_script"
-    if cfg.korean_morphemes:  # after the word-count filters, which should count words, not morphemes
-        src = korean_morphemes(src)
-    return src, tgt, None
+    return prep.morphemes(src), tgt, None  # morphemes after the word-count filters, which count words
 
 
 def _check_chunk(args: tuple[list[tuple[str, str]], Clean, tuple[str, str]]) -> list[tuple[str, str, str | None]]:
     chunk, cfg, langs = args
     return [check_pair(s, t, cfg, langs) for s, t in chunk]
+
+
+def _chunk_with_originals(args: tuple[list[tuple[str, str]], Clean, tuple[str, str]]) -> list[tuple]:
+    """``_check_chunk``, each result with its pair as read (what a carved held-out split keeps)."""
+    return [(*checked, pair) for checked, pair in zip(_check_chunk(args), args[0], strict=True)]
 
 
 def _digest(*parts: str) -> bytes:
@@ -101,10 +111,13 @@ def _raw_splits(paths: Paths) -> dict[str, dict]:
     return raw_splits
 
 
-def _unique(results: Iterator[tuple[str, str, str | None]], seen: set[bytes], removed: Counter[str]
-            ) -> Iterator[tuple[str, str]]:
-    """The pairs that passed every filter and were not seen before; counts what was removed."""
-    for s, t, reason in results:
+def _unique(results: Iterator[tuple], seen: set[bytes], removed: Counter[str], held_out: dict[bytes, str]
+            ) -> Iterator[tuple[str, str, tuple[str, str]]]:
+    """The pairs that passed every filter, were not seen before and whose source is in no held-out split of
+    the corpus, each with its original; counts what was removed."""
+    for s, t, reason, original in results:
+        if reason is None and (split := held_out.get(_digest(s))):
+            reason = f"train_source_in_{split}"
         if reason is None:
             key = _digest(s, t)
             reason = "duplicate" if key in seen else None
@@ -112,11 +125,27 @@ def _unique(results: Iterator[tuple[str, str, str | None]], seen: set[bytes], re
         if reason:
             removed[reason] += 1
         else:
-            yield s, t
+            yield s, t, original
+
+
+def _copy_held_out(paths: Paths, out: Path, split: str, src: str, tgt: str, cfg: Clean) -> list[bytes]:
+    """A held-out split of the corpus: the original files copied byte for byte, and every line prepared as
+    the translator prepares its input. Returns the digest of each prepared source, line by line."""
+    prep, sources = cfg.preprocessing(), []
+    for lang in (src, tgt):
+        shutil.copyfile(paths.raw / f"{split}.{lang}", out / "original" / f"{split}.{lang}")
+    with open(out / f"{split}.{src}", "w", encoding="utf-8") as fs, \
+            open(out / f"{split}.{tgt}", "w", encoding="utf-8") as ft:
+        for s, t in _read_pairs(paths.raw, split, src, tgt):
+            s = prep.source(s)
+            fs.write(s + "\n")
+            ft.write(prep.text(t) + "\n")
+            sources.append(_digest(s))
+    return sources
 
 
 def run(params: Params, paths: Paths) -> dict:
-    """Clean data/raw/ into data/clean/{train,valid,test}.{src,tgt} and metrics/clean.json."""
+    """Clean data/raw/ into data/clean/{train,valid,test}.{src,tgt}, data/clean/original/ and metrics/clean.json."""
     cfg, src, tgt = params.clean, params.data.src, params.data.tgt
     raw_splits = _raw_splits(paths)
     missing = [s for s in SPLITS if s not in raw_splits]
@@ -126,48 +155,58 @@ def run(params: Params, paths: Paths) -> dict:
         removed["blank_or_short_table_row"] = dropped
     kept: Counter[str] = Counter()
     seen: set[bytes] = set()
-    train_sources: set[bytes] = set()
-    held_out: dict[str, list[tuple[str, str]]] = {"valid": [], "test": []}
+    carved: dict[str, list[tuple[str, str, tuple[str, str]]]] = {split: [] for split in missing}
 
     with stage_outputs() as outputs, ExitStack() as stack:
         out = outputs.dir(paths.clean)
-        files = {(split, lang): stack.enter_context(open(out / f"{split}.{lang}", "w", encoding="utf-8"))
-                 for split in SPLITS for lang in (src, tgt)}
-
-        def write(split: str, s: str, t: str) -> None:
-            files[(split, src)].write(s + "\n")
-            files[(split, tgt)].write(t + "\n")
-            kept[split] += 1
-
+        (out / "original").mkdir()
+        held_out: dict[bytes, str] = {}  # source digest -> the corpus's held-out split it is in
+        for split in ("test", "valid"):  # a train source in both is counted as a test source
+            if split in raw_splits:
+                sources = _copy_held_out(paths, out, split, src, tgt, cfg)
+                kept[split] = len(sources)
+                held_out = dict.fromkeys(sources, split) | held_out
+        files = {lang: stack.enter_context(open(out / f"train.{lang}", "w", encoding="utf-8")) for lang in (src, tgt)}
         workers = min(2, os.cpu_count() or 1)
         pool = stack.enter_context(mp.get_context("spawn").Pool(workers)) if workers > 1 else None
-        for raw_split in raw_splits:
-            chunks = _chunks(_read_pairs(paths.raw, raw_split, src, tgt), cfg, (src, tgt))
-            results = pool.imap(_check_chunk, chunks) if pool else map(_check_chunk, chunks)
-            for s, t in _unique(itertools.chain.from_iterable(results), seen, removed):
-                split = _split_of(s, cfg, missing) if raw_split == "train" and missing else raw_split
-                if split == "train":
-                    train_sources.add(_digest(s))
-                    write("train", s, t)
-                else:  # held out until every train source is known
-                    held_out[split].append((s, t))
-        for split, pairs in held_out.items():
-            for s, t in pairs:
-                if _digest(s) in train_sources:
-                    removed[f"{split}_source_in_train"] += 1
-                else:
-                    write(split, s, t)
+        chunks = _chunks(_read_pairs(paths.raw, "train", src, tgt), cfg, (src, tgt))
+        results = pool.imap(_chunk_with_originals, chunks) if pool else map(_chunk_with_originals, chunks)
+        for s, t, original in _unique(itertools.chain.from_iterable(results), seen, removed, held_out):
+            split = _split_of(s, cfg, missing) if missing else "train"
+            if split == "train":
+                files[src].write(s + "\n")
+                files[tgt].write(t + "\n")
+                kept["train"] += 1
+            else:  # a carved split is written whole at the end
+                carved[split].append((s, t, original))
+        for split, pairs in carved.items():
+            _write_carved(out, split, src, tgt, pairs)
+            kept[split] = len(pairs)
         total = sum(kept.values()) + sum(removed.values())
         for split in SPLITS:
             if kept[split] == 0:
+                how = ("the corpus's own split is empty" if split in raw_splits
+                       else "loosen the clean section of params.yaml")
                 raise PipelineError(f"no {split} pairs left after cleaning {total} pairs "
-                                    f"(removed: {dict(removed)}); loosen the clean section of params.yaml")
-        report = {"input_pairs": total, "kept_pairs": sum(kept.values()), "splits": dict(kept),
+                                    f"(removed: {dict(removed)}); {how}")
+        report = {"input_pairs": total, "kept_pairs": sum(kept.values()), "splits": {s: kept[s] for s in SPLITS},
+                  "held_out": {split: "corpus" if split in raw_splits else "carved from train" for split in SPLITS[1:]},
                   "removed": {k: removed[k] for k in sorted(removed)}}
         outputs.json(paths.metrics / "clean.json", report)
     log.info("clean: kept %d of %d pairs (%s); removed %s", report["kept_pairs"], total,
              ", ".join(f"{k} {v}" for k, v in kept.items()), dict(removed) or "nothing")
     return report
+
+
+def _write_carved(out: Path, split: str, src: str, tgt: str, pairs: list[tuple[str, str, tuple[str, str]]]) -> None:
+    """A split carved out of train: the cleaned pairs, and their lines as read in ``original/``."""
+    for directory, pick in ((out, lambda p: (p[0], p[1])), (out / "original", lambda p: p[2])):
+        with open(directory / f"{split}.{src}", "w", encoding="utf-8") as fs, \
+                open(directory / f"{split}.{tgt}", "w", encoding="utf-8") as ft:
+            for pair in pairs:
+                s, t = pick(pair)
+                fs.write(s + "\n")
+                ft.write(t + "\n")
 
 
 def main() -> None:

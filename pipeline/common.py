@@ -137,10 +137,13 @@ def read_lines(path: Path) -> list[str]:
 
 def setup_logging(level: int = logging.INFO) -> None:
     if not logging.getLogger().handlers:
+        from rich.console import Console
         from rich.logging import RichHandler
 
+        # stderr: stdout is data (translate's one line per input line), logs must never mix into it
         logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
-                            handlers=[RichHandler(show_path=False, rich_tracebacks=True)])
+                            handlers=[RichHandler(console=Console(stderr=True), show_path=False,
+                                                  rich_tracebacks=True)])
     for chatty in ("gensim", "smart_open"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
 

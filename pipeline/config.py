@@ -16,8 +16,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.common import PipelineError, atomic_file
+from pipeline.decoding import Decoding
+from pipeline.text import Preprocessing
 
 SPLITS = ("train", "valid", "test")
+DECODING = Decoding()  # the decoding defaults live with the decoding settings
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -110,6 +113,10 @@ class Clean(Section):
     valid_fraction: Fraction = 0.04  # used only when the corpus has no valid split
     test_fraction: Fraction = 0.04
     seed: int = 1
+
+    def preprocessing(self) -> Preprocessing:
+        """What is done to every sentence before the tokenizer: training pairs and translator input alike."""
+        return Preprocessing(self.normalize, self.strip_markup, self.korean_morphemes)
 
 
 class Tokenize(Section):
@@ -258,10 +265,10 @@ class Train(Section):
 class Evaluate(Section):
     """Decoding (the same for evaluate, ``translate`` and the served model) and what evaluate reports."""
 
-    beam_size: PositiveInt = 5  # 1 = greedy
-    length_penalty: Annotated[float, Field(ge=0.0)] = 1.0  # GNMT alpha
-    max_len_a: Annotated[float, Field(gt=0.0)] = 1.5  # hypothesis length limit: a * source length + b
-    max_len_b: PositiveInt = 10
+    beam_size: PositiveInt = DECODING.beam_size  # 1 = greedy
+    length_penalty: Annotated[float, Field(ge=0.0)] = DECODING.length_penalty  # GNMT alpha
+    max_len_a: Annotated[float, Field(gt=0.0)] = DECODING.max_len_a  # hypothesis length limit: a * source length + b
+    max_len_b: PositiveInt = DECODING.max_len_b
     samples: Annotated[int, Field(ge=0)] = 50
     heatmaps: Annotated[int, Field(ge=0)] = 4  # attention heatmaps logged to MLflow
 
@@ -271,6 +278,9 @@ class Registry(Section):
 
     model_name: str | None = None  # default nmt-<corpus>-<src>-<tgt>, e.g. nmt-multi30k-de-en
     criterion: Literal["auto", "bleu", "chrf"] = "auto"  # auto: chrF for Chinese/Japanese/Korean targets, else BLEU
+    # a new version becomes @champion only if sacrebleu's paired bootstrap test puts it ahead with p below
+    # this; null: any higher score wins
+    significance: Annotated[float, Field(gt=0.0, lt=1.0)] | None = 0.05
 
 
 class Params(Section):
@@ -459,6 +469,11 @@ class Paths:
     @property
     def clean(self) -> Path:
         return self.root / "data" / "clean"
+
+    @property
+    def original(self) -> Path:
+        """The held-out splits as downloaded, line for line: what evaluation translates and scores against."""
+        return self.clean / "original"
 
     @property
     def tokenizer(self) -> Path:

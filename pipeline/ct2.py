@@ -25,9 +25,7 @@ import numpy as np
 import torch
 
 from pipeline.common import PipelineError
-from pipeline.data import token_batches
 from pipeline.translator import Translator
-from pipeline.vocab import EOS
 
 log = logging.getLogger(__name__)
 
@@ -119,36 +117,24 @@ def export(translator: Translator, out_dir: Path, quantization: str = "int8") ->
 
 
 class CT2Translator(Translator):
-    """A Translator that decodes with CTranslate2; the same preprocessing, tokenizers and decoding settings."""
+    """A Translator that searches with CTranslate2: the same preprocessing, tokenizers, truncation, batching
+    and decoding settings (``Translator``), only ``search`` is CTranslate2's."""
 
     def __init__(self, base: Translator, model_dir: Path, compute_type: str = "int8", device: str = "cpu"):
         import ctranslate2
 
-        self.__dict__.update(base.__dict__)
+        super().__init__(base.model, base.src_tok, base.tgt_tok, base.preprocessing, base.max_src_len, base.decoding)
         self.engine = ctranslate2.Translator(str(model_dir), device=device, compute_type=compute_type,
                                              intra_threads=torch.get_num_threads())
-        self.src_tokens = _vocabulary(self.src_tok)  # encode_batch_fast fills ids, not token strings
+        self.src_tokens = _vocabulary(self.src_tok)  # CTranslate2 takes token strings
         self.tgt_ids = self.tgt_tok.get_vocab()
 
-    def translate_with_attention(self, sentences: list[str], preprocessed: bool = False
-                                 ) -> list[tuple[str, dict | None]]:
-        texts = sentences if preprocessed else [self.preprocess(s) for s in sentences]
-        out: list[tuple[str, dict | None]] = [("", None)] * len(texts)
-        todo = [i for i, text in enumerate(texts) if text]
-        if not todo:
-            return out
-        tokens = [[self.src_tokens[i] for i in [*enc.ids[: self.max_src_len - 1], EOS]]
-                  for enc in self.src_tok.encode_batch_fast([texts[i] for i in todo])]
-        lengths = np.array([len(t) for t in tokens], dtype=np.int32)
+    def search(self, sources: list[list[int]], max_len: int, attention: bool) -> list[tuple[list[int], None]]:
         d = self.decoding
-        for idx in token_batches(lengths, lengths, max(d.max_tokens // d.beam_size, 1)):
-            limit = int(d.max_len_a * int(lengths[idx].max()) + d.max_len_b)
-            results = self.engine.translate_batch([tokens[i] for i in idx], beam_size=d.beam_size,
-                                                  length_penalty=d.length_penalty, max_decoding_length=limit)
-            for i, result in zip(idx, results, strict=True):
-                ids = [self.tgt_ids[token] for token in result.hypotheses[0]]
-                out[todo[i]] = (self.tgt_tok.decode(ids), None)
-        return out
+        results = self.engine.translate_batch([[self.src_tokens[i] for i in s] for s in sources],
+                                              beam_size=d.beam_size, length_penalty=d.length_penalty,
+                                              max_decoding_length=max_len)
+        return [([self.tgt_ids[token] for token in r.hypotheses[0]], None) for r in results]
 
 
 def ct2_translator(base: Translator, compute_type: str = "int8", device: str = "cpu") -> CT2Translator:

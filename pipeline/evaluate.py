@@ -1,8 +1,14 @@
-"""Stage ``evaluate``: decode the test split, score it with sacrebleu (BLEU and chrF), register the model.
+"""Stage ``evaluate``: translate the test split, score it with sacrebleu, register the model.
+
+The field's protocol: the test sources as downloaded go through the translator (which prepares them
+exactly as ``translate`` does) and the hypotheses are scored against the references as downloaded, every
+line of them (``data/clean/original/test.*``; the clean stage never filters or rewrites a corpus's own
+test split). BLEU (tokenised for the target language), chrF and chrF++ each come with a 95% bootstrap
+confidence interval and sacrebleu's signature (``pipeline.scoring``).
 
 Writes ``metrics/eval.json`` (a DVC metric: ``dvc metrics show``), ``reports/test.hyp`` (every
 hypothesis, in test order) and ``reports/samples.tsv`` (source, reference, hypothesis). In the
-training's MLflow run it logs the scores, samples, attention heatmaps and the servable model
+training's MLflow run it logs the scores, the hypotheses, samples, attention heatmaps and the servable model
 (``pipeline.serving``), with the scores linked to that model, and registers it as a new version of
 ``registry.model_name``; ``metrics/eval.json`` says which. Promotion to ``@champion`` is not a stage
 (it acts outside the repo): see ``pipeline/promote.py``.
@@ -12,24 +18,23 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import io
 import json
 import logging
 from pathlib import Path
 
-import sacrebleu
 import torch
 from tqdm import tqdm
 
 from pipeline.cli import stage_main
 from pipeline.common import PipelineError, read_lines, stage_outputs
 from pipeline.config import Params, Paths
+from pipeline.decoding import from_params
 from pipeline.device import choose_device
-from pipeline.scoring import bleu_metric
+from pipeline.scoring import corpus_scores, files_digest
 from pipeline.serving import log_translator, model_name
-from pipeline.tracking import connect
-from pipeline.translator import Decoding, Translator
+from pipeline.tracking import TEST_HYPOTHESES, connect
+from pipeline.translator import Translator
 
 log = logging.getLogger(__name__)
 
@@ -79,19 +84,11 @@ def heatmap(attention: dict):
     return fig
 
 
-def test_data_hash(files: list[Path]) -> str:
-    """What makes two test scores comparable: the exact test sentences and references."""
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def _log_and_register(params: Params, paths: Paths, scores: dict, samples: str, translator: Translator,
-                      shown: list[tuple[str, dict | None]], test_data: str, example: str,
-                      scores_signatures: dict[str, str]) -> dict:
-    """Scores, samples, heatmaps and the servable model go into the training's MLflow run; the model is
-    registered as a new version. Returns where it was registered (empty when the run is elsewhere)."""
+def _log_and_register(params: Params, paths: Paths, scores: dict, signatures: dict[str, str], samples: str,
+                      hypotheses: list[str], translator: Translator, shown: list[tuple[str, dict | None]],
+                      test_data: str, example: str) -> dict:
+    """Scores, hypotheses, samples, heatmaps and the servable model go into the training's MLflow run; the
+    model is registered as a new version. Returns where it was registered (empty when the run is elsewhere)."""
     run_id = json.loads((paths.model / "run.json").read_text())["run_id"]
     mlflow = connect(paths.root)
     try:
@@ -101,48 +98,45 @@ def _log_and_register(params: Params, paths: Paths, scores: dict, samples: str, 
                     run_id, mlflow.get_tracking_uri())
         return {}
     name = model_name(params.data.corpus, params.data.src, params.data.tgt, params.registry.model_name)
+    decoding = json.dumps(translator.decoding.to_dict())
     with mlflow.start_run(run_id=run_id):
         logged = log_translator(mlflow, paths.model / "model.pt", translator.decoding, example)
         mlflow.log_metrics(scores, model_id=logged.model_id)  # on the run, and linked to the logged model
-        mlflow.set_tags({"decoding": json.dumps(translator.decoding.to_dict()),
-                         "bleu_signature": scores_signatures["bleu"], "chrf_signature": scores_signatures["chrf"]})
+        mlflow.set_tags({"decoding": decoding, "test_data": test_data, **signatures})
+        mlflow.log_text("".join(h + "\n" for h in hypotheses), TEST_HYPOTHESES)
         mlflow.log_text(samples, "samples.tsv")
         for i, (_, attention) in enumerate(shown):
             if attention is not None:
                 mlflow.log_figure(heatmap(attention), f"attention/test-{i:02d}.png")
         version = mlflow.register_model(logged.model_uri, name, tags={
             "test_data": test_data, **{k: str(v) for k, v in scores.items()}, "run_id": run_id,
-            "decoding": json.dumps(translator.decoding.to_dict()),
-            **{f"{k}_signature": v for k, v in scores_signatures.items()}})
+            "decoding": decoding, **signatures})
     log.info("registered %s version %s (%s)", name, version.version, logged.model_uri)
     return {"model_name": name, "model_version": str(version.version),
             "model_uri": f"models:/{name}/{version.version}"}
 
 
 def run(params: Params, paths: Paths) -> dict:
-    """Translate data/clean/test.<src> and score it against test.<tgt>; log and register the servable model."""
+    """Translate the test sources as downloaded and score them against the references as downloaded
+    (data/clean/original/test.*); log and register the servable model."""
     cfg = params.evaluate
-    files = [paths.clean / f"test.{params.data.src}", paths.clean / f"test.{params.data.tgt}"]
+    files = [paths.original / f"test.{params.data.src}", paths.original / f"test.{params.data.tgt}"]
     for f in files:
         if not f.exists():
             raise PipelineError(f"{f} not found; run the clean stage first")
     sources, references = read_lines(files[0]), read_lines(files[1])
-    device = choose_device(params.train.device)
-    decoding = Decoding(beam_size=cfg.beam_size, length_penalty=cfg.length_penalty, max_len_a=cfg.max_len_a,
-                        max_len_b=cfg.max_len_b, max_tokens=params.build.max_tokens)
-    translator = Translator.from_file(paths.model / "model.pt", str(device), decoding)
+    if not sources:
+        raise PipelineError(f"{files[0]} is empty: the corpus has no test sentences to translate")
+    translator = Translator.from_file(paths.model / "model.pt", str(choose_device(params.train.device)),
+                                      from_params(params))
     hypotheses: list[str] = []
     with torch.inference_mode():
         for start in tqdm(range(0, len(sources), CHUNK), desc="translate test", unit="chunk", disable=None):
-            hypotheses += translator.translate(sources[start:start + CHUNK], preprocessed=True)
-    bleu_scorer, chrf_scorer = bleu_metric(params.data.tgt), sacrebleu.CHRF()
-    bleu = bleu_scorer.corpus_score(hypotheses, [references])
-    chrf = chrf_scorer.corpus_score(hypotheses, [references])
-    lower = bleu_metric(params.data.tgt, lowercase=True).corpus_score(hypotheses, [references])
-    scores = {"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2), "bleu_lowercase": round(lower.score, 2)}
-    metrics = {**scores, "test_pairs": len(sources), "beam_size": cfg.beam_size,
-               "bleu_signature": str(bleu_scorer.get_signature()), "chrf_signature": str(chrf_scorer.get_signature()),
-               "test_data": test_data_hash(files)}
+            hypotheses += translator.translate(sources[start:start + CHUNK])
+    scored = corpus_scores(hypotheses, references, params.data.tgt, f"{files[1]}")
+    scores = {k: v for k, v in scored.items() if not isinstance(v, str)}
+    signatures = {k: v for k, v in scored.items() if isinstance(v, str)}
+    metrics = {**scored, "test_pairs": len(sources), "beam_size": cfg.beam_size, "test_data": files_digest(files)}
     table = io.StringIO(newline="")
     writer = csv.writer(table, delimiter="\t")
     writer.writerow(["source", "reference", "hypothesis"])
@@ -152,12 +146,13 @@ def run(params: Params, paths: Paths) -> dict:
             fh.writelines(h + "\n" for h in hypotheses)
         with outputs.open(paths.reports / "samples.tsv", encoding="utf-8", newline="") as fh:
             fh.write(table.getvalue())
-        shown = translator.translate_with_attention(sources[: cfg.heatmaps], preprocessed=True)
-        metrics |= _log_and_register(params, paths, scores, table.getvalue(), translator, shown,
-                                     metrics["test_data"], sources[0],
-                                     {"bleu": metrics["bleu_signature"], "chrf": metrics["chrf_signature"]})
+        with torch.inference_mode():
+            shown = translator.translate_with_attention(sources[: cfg.heatmaps])
+        metrics |= _log_and_register(params, paths, scores, signatures, table.getvalue(), hypotheses, translator,
+                                     shown, metrics["test_data"], sources[0])
         outputs.json(paths.metrics / "eval.json", metrics)
-    log.info("test BLEU %.2f, chrF %.2f on %d pairs", bleu.score, chrf.score, len(sources))
+    log.info("test BLEU %.2f ± %.2f, chrF %.2f ± %.2f on %d pairs", scored["bleu"], scored["bleu_ci"],
+             scored["chrf"], scored["chrf_ci"], len(sources))
     return metrics
 
 

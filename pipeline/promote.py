@@ -4,9 +4,13 @@ Not a DVC stage: it changes the MLflow Model Registry, outside the repo, so DVC'
 skip" cannot apply to it. The Prefect flow runs it after the stages; ``make promote`` runs it alone.
 
 The candidate is the version the evaluate stage registered (``metrics/eval.json``). It becomes
-champion when there is none, or when it scores higher on the *same* test set (the same test-data
-hash) by ``registry.criterion``: BLEU, or chrF for Chinese, Japanese and Korean targets (``auto``).
-A champion scored on another test set is not comparable: the alias stays, and the line says so.
+champion when there is none, or when it is better on the *same* test set (the same test-data hash) by
+``registry.criterion`` (BLEU, or chrF for Chinese, Japanese and Korean targets: ``auto``) and the
+difference is significant: sacrebleu's paired bootstrap test of the two versions' test hypotheses
+(logged by evaluate) gives p < ``registry.significance`` (0.05). A higher score by chance, as a rerun
+with another seed often gives, moves nothing: the outcome says "not significantly better (p = …)".
+``registry.significance: null`` promotes on any higher score. A champion scored on another test set is
+not comparable: the alias stays, and the line says so.
 The decision goes into the version's tags and ``metrics/promote.json``; a run that registered
 nothing new decides nothing.
 
@@ -17,12 +21,14 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from pipeline.cli import stage_main
-from pipeline.common import PipelineError, write_json
+from pipeline.common import PipelineError, read_lines, write_json
 from pipeline.config import Params, Paths
-from pipeline.tracking import connect
+from pipeline.scoring import paired_test
+from pipeline.tracking import TEST_HYPOTHESES, connect
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +42,35 @@ def criterion(params: Params) -> str:
     return "chrf" if params.data.tgt in CJK else "bleu"
 
 
-def _decide(candidate: Any, champion: Any | None, key: str) -> tuple[str, str]:
+def significant(candidate: list[str], champion: list[str], references: list[str], lang: str, key: str,
+                level: float | None) -> tuple[bool, str]:
+    """Whether the ``candidate`` hypotheses beat the ``champion``'s on ``references`` by ``key``: by the paired
+    bootstrap test at ``level``, or by any margin when ``level`` is None. Returns the verdict and why."""
+    test = paired_test(candidate, champion, references, lang, key)
+    new, old, p = test["candidate"], test["baseline"], test["p_value"]
+    if new <= old:
+        return False, f"{key} {new:.2f} does not beat {old:.2f}"
+    if level is None:
+        return True, f"{key} {new:.2f} beats {old:.2f}"
+    if p >= level:
+        return False, f"{key} {new:.2f} vs {old:.2f}: not significantly better (p = {p:.3f} >= {level})"
+    return True, f"{key} {new:.2f} beats {old:.2f} significantly (p = {p:.3f} < {level})"
+
+
+def _hypotheses(client: Any, version: Any) -> list[str] | None:
+    """The test hypotheses logged with a version's run; None for versions registered before they were."""
+    import mlflow
+
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=TEST_HYPOTHESES,
+                                                   tracking_uri=client.tracking_uri)
+    except Exception:  # MlflowException, OSError: no such artifact
+        return None
+    return read_lines(Path(path))
+
+
+def _decide(candidate: Any, champion: Any | None, key: str, params: Params, paths: Paths, client: Any
+            ) -> tuple[str, str]:
     """(decision, reason) for ``candidate`` against the current ``champion`` (model versions)."""
     new = float(candidate.tags[key])
     if champion is None:
@@ -49,10 +83,17 @@ def _decide(candidate: Any, champion: Any | None, key: str) -> tuple[str, str]:
                                   f"not promoting version {candidate.version} ({key} {new:.2f}): compare them "
                                   "on one test set, or set the alias by hand in the MLflow UI")
     old = float(champion.tags[key])
-    if new > old:
-        return "promoted", f"{key} {new:.2f} beats {ALIAS} version {champion.version} ({old:.2f})"
-    return "kept", (f"version {candidate.version} ({key} {new:.2f}) does not beat {ALIAS} version "
-                    f"{champion.version} ({key} {old:.2f}) on the same test set")
+    hyps = {v.version: _hypotheses(client, v) for v in (candidate, champion)}
+    if any(h is None for h in hyps.values()) or params.registry.significance is None:
+        better = new > old  # no hypotheses to test (a version from before they were logged), or asked so
+        why = f"{key} {new:.2f} {'beats' if better else 'does not beat'} {old:.2f}"
+    else:
+        references = read_lines(paths.original / f"test.{params.data.tgt}")  # = the test data both were scored on
+        better, why = significant(hyps[candidate.version], hyps[champion.version], references, params.data.tgt, key,
+                                  params.registry.significance)
+    if better:
+        return "promoted", f"version {candidate.version}: {why} ({ALIAS} version {champion.version})"
+    return "kept", f"version {candidate.version}: {why} ({ALIAS} version {champion.version}, same test set)"
 
 
 def run(params: Params, paths: Paths) -> dict:
@@ -82,7 +123,7 @@ def run(params: Params, paths: Paths) -> dict:
         champion = client.get_model_version_by_alias(name, ALIAS)
     except Exception:  # MlflowException: no such alias yet
         champion = None
-    outcome, reason = _decide(candidate, champion, key)
+    outcome, reason = _decide(candidate, champion, key, params, paths, client)
     if outcome == "promoted":
         client.set_registered_model_alias(name, ALIAS, version)
         champion = candidate

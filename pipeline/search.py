@@ -2,16 +2,19 @@
 
 Both return token ids after ``<s>`` (``[B, T]``, padded with ``<pad>`` after ``</s>``) and the
 attention weights of the chosen hypotheses (``[B, T, S]``, or None for models without them).
+``<pad>`` and ``<s>`` are never chosen: they are not words, and an untrained model ranks them as
+likely as any other token.
 
-Beam search keeps ``beam`` live hypotheses per sentence and, apart from them, a list of the best
-``beam`` finished ones (ended by ``</s>``): a finished hypothesis never holds a live slot, so live ones
-can never push it out (joeynmt, OpenNMT and fairseq do the same). At each step the best ``2 x beam``
-candidates are ranked; those among the first ``beam`` that end in ``</s>`` are finished, and the best
-``beam`` others live on. A sentence is done when it has ``beam`` finished hypotheses and no live one
-can still beat the worst of them: log-probabilities only fall and the GNMT penalty only grows with
-length, so no live hypothesis can end above ``best live score / penalty(max_len)``. Done sentences
-leave the batch, so the others decode faster. A hypothesis cut at the length limit is returned only
-for a sentence where nothing finished.
+Beam search keeps ``beam`` live hypotheses per sentence and, apart from them, the best finished one
+(ended by ``</s>``): a finished hypothesis never holds a live slot, so live ones can never push it out
+(joeynmt, OpenNMT and fairseq do the same). At each step the best ``2 x beam`` candidates are ranked;
+those among the first ``beam`` that end in ``</s>`` are finished, and the best ``beam`` others live on.
+A sentence is done when no live hypothesis can still beat its best finished one: log-probabilities only
+fall and the GNMT penalty only grows with length, so no live hypothesis can end above ``best live
+score / penalty(max_len)``. Only the best finished hypothesis is returned, so waiting for ``beam`` of
+them (the rule before) decoded about twice the steps for the same output. Done sentences leave the
+batch, so the others decode faster. A hypothesis cut at the length limit is returned only for a
+sentence where nothing finished.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ def _select(obj: dict, rows: Tensor) -> dict:
 
 
 @torch.no_grad()
-def greedy(model: Seq2SeqBase, src: Tensor, src_len: Tensor, max_len: int) -> tuple[Tensor, Tensor | None]:
+def greedy(model: Seq2SeqBase, src: Tensor, src_len: Tensor, max_len: int, attention: bool = True
+           ) -> tuple[Tensor, Tensor | None]:
     B, device = src.size(0), src.device
     memory = model.encode(src, src_len)
     state = model.start(memory)
@@ -38,8 +42,8 @@ def greedy(model: Seq2SeqBase, src: Tensor, src_len: Tensor, max_len: int) -> tu
     attn: Tensor | None = None
     steps = 0
     for t in range(max_len):
-        logits, state, w = model.step(y, state, memory)
-        y = logits.argmax(-1)
+        logits, state, w = model.step(y, state, memory, need_weights=attention)
+        y = _never_special(logits).argmax(-1)
         tokens[alive, t] = y
         if w is not None:
             if attn is None:
@@ -60,27 +64,33 @@ def length_penalty(length: Tensor | int, alpha: float) -> Tensor | float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
-class _Finished:
-    """The best ``beam`` finished hypotheses of one sentence: (normalised score, tokens, attention)."""
+def _never_special(scores: Tensor) -> Tensor:
+    """``scores`` [rows, V] with <pad> and <s> ruled out (in place)."""
+    scores[:, PAD] = float("-inf")
+    scores[:, BOS] = float("-inf")
+    return scores
 
-    def __init__(self, beam: int):
-        self.beam, self.hyps = beam, []
+
+class _Finished:
+    """The best finished hypothesis of one sentence: (normalised score, tokens, attention)."""
+
+    def __init__(self) -> None:
+        self.hyp: tuple[float, Tensor, Tensor | None] | None = None
 
     def add(self, score: float, tokens: Tensor, attn: Tensor | None) -> None:
-        self.hyps.append((score, tokens, attn))
-        self.hyps.sort(key=lambda h: -h[0])
-        del self.hyps[self.beam:]
+        if self.hyp is None or score > self.hyp[0]:  # a tie keeps the one found first
+            self.hyp = (score, tokens, attn)
 
-    def worst(self) -> float:
-        return self.hyps[-1][0] if len(self.hyps) == self.beam else float("-inf")
+    def best(self) -> float:
+        return self.hyp[0] if self.hyp is not None else float("-inf")
 
 
 @torch.no_grad()
-def beam_search(model: Seq2SeqBase, src: Tensor, src_len: Tensor, max_len: int, beam: int = 5,
-                alpha: float = 1.0) -> tuple[Tensor, Tensor | None]:
+def beam_search(model: Seq2SeqBase, src: Tensor, src_len: Tensor, max_len: int, beam: int,
+                alpha: float, attention: bool = True) -> tuple[Tensor, Tensor | None]:
     """Batched beam search: all sentences x ``beam`` hypotheses advance together."""
     if beam == 1:
-        return greedy(model, src, src_len, max_len)
+        return greedy(model, src, src_len, max_len, attention)
     B, device = src.size(0), src.device
     memory = _select(model.encode(src, src_len), torch.arange(B, device=device).repeat_interleave(beam))
     state = model.start(memory)  # row i * beam + k is hypothesis k of the i-th sentence still decoding
@@ -90,11 +100,11 @@ def beam_search(model: Seq2SeqBase, src: Tensor, src_len: Tensor, max_len: int, 
     y = torch.full((B * beam,), BOS, dtype=torch.long, device=device)
     history = torch.empty(B * beam, 0, dtype=torch.long, device=device)  # tokens so far, per row
     attn_history: Tensor | None = None  # [rows, t, S]
-    finished = [_Finished(beam) for _ in range(B)]
+    finished = [_Finished() for _ in range(B)]
     best_possible = length_penalty(max_len, alpha)
     for t in range(max_len):
-        logits, state, w = model.step(y, state, memory)
-        logp = torch.log_softmax(logits.float(), -1)  # [n * beam, V]
+        logits, state, w = model.step(y, state, memory, need_weights=attention)
+        logp = _never_special(torch.log_softmax(logits.float(), -1))  # [n * beam, V]
         n, V = len(sentences), logp.size(-1)
         candidates = (scores.view(-1, 1) + logp).view(n, beam * V)
         top, index = candidates.topk(min(2 * beam, beam * V), dim=-1)  # [n, 2 * beam], best first
@@ -118,9 +128,9 @@ def beam_search(model: Seq2SeqBase, src: Tensor, src_len: Tensor, max_len: int, 
             attn_history = step_attn if attn_history is None else torch.cat(
                 [attn_history.index_select(0, rows), step_attn], 1)
         state, y = _select(state, rows), token
-        # done: `beam` finished hypotheses, and no live one can still beat the worst of them
-        worst = torch.tensor([finished[int(s)].worst() for s in sentences], device=device)
-        going = (scores[:, 0] / best_possible > worst).nonzero().squeeze(1)
+        # done: no live hypothesis can still beat the best finished one
+        best = torch.tensor([finished[int(s)].best() for s in sentences], device=device)
+        going = (scores[:, 0] / best_possible > best).nonzero().squeeze(1)
         if len(going) < n:
             if len(going) == 0:
                 break
@@ -130,10 +140,10 @@ def beam_search(model: Seq2SeqBase, src: Tensor, src_len: Tensor, max_len: int, 
             attn_history = attn_history[keep_rows] if attn_history is not None else None
             state, memory = _select(state, keep_rows), _select(memory, keep_rows)
     for i, s in enumerate(sentences.tolist()):  # the length limit: a cut hypothesis only where none finished
-        if not finished[s].hyps:
+        if finished[s].hyp is None:
             finished[s].add(float(scores[i, 0]), history[i * beam],
                             attn_history[i * beam] if attn_history is not None else None)
-    return _pad([f.hyps[0] for f in finished], src.size(1), device)
+    return _pad([f.hyp for f in finished], src.size(1), device)
 
 
 def _pad(hyps: list[tuple[float, Tensor, Tensor | None]], src_width: int, device: torch.device

@@ -18,13 +18,13 @@ import argparse
 import os
 import re
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pipeline
 from pipeline.common import PipelineError
-from pipeline.translator import Decoding, Translator
+from pipeline.decoding import Decoding
+from pipeline.translator import Translator
 
 ARTIFACT = "translator"  # the logged model's name inside its run
 
@@ -64,17 +64,11 @@ def _pyfunc_class() -> type:
             texts = model_input["text"].tolist() if hasattr(model_input, "columns") else list(model_input)
             translator = self.translator
             if params and params.get("beam_size"):
-                translator = _with_decoding(translator, beam_size=int(params["beam_size"]))
+                translator = translator.with_decoding(beam_size=int(params["beam_size"]))
             with torch.inference_mode():
                 return translator.translate([str(t) for t in texts])
 
     return TranslatorModel
-
-
-def _with_decoding(translator: Translator, **changes: Any) -> Translator:
-    copy = Translator.__new__(Translator)
-    copy.__dict__.update(translator.__dict__, decoding=replace(translator.decoding, **changes))
-    return copy
 
 
 def log_translator(mlflow: Any, model_file: Path, decoding: Decoding, example: str) -> Any:

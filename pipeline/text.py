@@ -6,6 +6,7 @@
 * ``korean_morphemes``: optional Korean pre-segmentation with kiwipiepy.
 * ``strip_markup``: inline reST/Sphinx markup (roles, literals, links, emphasis) to its plain text
   (software documentation corpora).
+* ``Preprocessing``: the three above in their order, as one setting of a model.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from dataclasses import dataclass
 
 from pipeline.common import PipelineError
 
@@ -99,3 +101,28 @@ def korean_morphemes(text: str) -> str:
             raise PipelineError("clean.korean_morphemes needs kiwipiepy: pip install -e '.[korean]'") from None
         _KIWI = Kiwi()
     return " ".join(token.form for token in _KIWI.tokenize(text))
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What happens to a sentence before the tokenizer sees it: the one definition that the clean stage
+    applies to the training pairs and the translator (``translate``, evaluate, serving) to every input.
+
+    Order matters: markup first (``normalise``'s tag filter would take ``title <target>`` apart), then
+    normalisation; Korean morphemes last and on the source only (the clean stage's word-count filters
+    run between the two, on words rather than morphemes)."""
+
+    normalize: str = "NFKC"
+    strip_markup: bool = False
+    korean_morphemes: bool = False
+
+    def text(self, sentence: str) -> str:
+        """Markup and normalisation: the target side, and the source before its morphemes."""
+        return normalise(strip_markup(sentence) if self.strip_markup else sentence, self.normalize)
+
+    def morphemes(self, sentence: str) -> str:
+        return korean_morphemes(sentence) if self.korean_morphemes else sentence
+
+    def source(self, sentence: str) -> str:
+        """A source sentence as the model was trained on it."""
+        return self.morphemes(self.text(sentence))

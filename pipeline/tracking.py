@@ -22,6 +22,8 @@ from pipeline.common import git_commit
 
 log = logging.getLogger(__name__)
 
+TEST_HYPOTHESES = "evaluation/test.hyp"  # a run's test hypotheses: evaluate logs them, promotion and compare test them
+
 
 def project_root(root: Path) -> Path:
     return Path(os.environ.get("DVC_ROOT") or root)

@@ -44,12 +44,16 @@ from tqdm import tqdm
 
 from pipeline import checkpoint
 from pipeline.cli import stage_main
-from pipeline.common import PipelineError, atomic_file, stage_outputs
+from pipeline.common import PipelineError, atomic_file, read_lines, stage_outputs
 from pipeline.config import Params, Paths, Train
 from pipeline.data import Pairs, load_split, padding_ratio, token_batches
+from pipeline.decoding import from_params
 from pipeline.device import amp_dtype, autocast, choose_device, init_distributed
 from pipeline.models import Seq2SeqBase, build_model
+from pipeline.scoring import corpus_score
 from pipeline.tracking import connect, experiment_id, flatten, run_tags
+from pipeline.translator import Translator
+from pipeline.vocab import load_tokenizers
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +81,13 @@ def progress(cfg: Train, step: int, total_steps: int, seconds: float) -> float:
     return min(max(by_steps, by_time, 0.0), 1.0)
 
 
-def teacher_forcing(cfg: Train, step: int, total_steps: int) -> float:
-    """Probability of feeding the gold previous token (scheduled sampling, Bengio et al. 2015)."""
+def teacher_forcing(cfg: Train, step: int, progress: float) -> float:
+    """Probability of feeding the gold previous token (scheduled sampling, Bengio et al. 2015). ``linear``
+    decays over the same ``progress`` as the learning rate (epochs or time budget, whichever is further),
+    so it reaches its floor at the end of a time-budgeted run too; ``inverse_sigmoid`` is defined by its
+    ``sampling_k`` in steps."""
     if cfg.scheduled_sampling == "linear":
-        return max(cfg.teacher_forcing_min, 1.0 - (1.0 - cfg.teacher_forcing_min) * step / max(total_steps, 1))
+        return max(cfg.teacher_forcing_min, 1.0 - (1.0 - cfg.teacher_forcing_min) * progress)
     if cfg.scheduled_sampling == "inverse_sigmoid":
         k = cfg.sampling_k
         return max(cfg.teacher_forcing_min, k / (k + math.exp(min(step / k, 50.0))))
@@ -116,24 +123,14 @@ def valid_loss(model: Seq2SeqBase, data: Pairs, max_tokens: int, device: torch.d
 
 
 @torch.no_grad()
-def valid_bleu(model: Seq2SeqBase, data: Pairs, tokenizer_dir: Path, max_tokens: int, device: torch.device,
-               lang: str) -> float:
-    """Greedy BLEU on ``data`` against its own (detokenised) references, tokenised for ``lang`` as evaluate's."""
-    from pipeline.scoring import bleu_metric
-    from pipeline.search import greedy
-    from pipeline.vocab import load_tokenizer, strip_ids
-
-    tgt_tok = load_tokenizer(tokenizer_dir / "tgt.json")
-    was_training = model.training
-    model.eval()
-    hyps, refs = [], []
-    for idx in token_batches(data.src_len, data.tgt_len, max_tokens):
-        b = data.batch(idx)
-        tokens, _ = greedy(model, b["src"].to(device), b["src_len"].to(device), int(b["src"].size(1) * 1.5) + 10)
-        hyps += tgt_tok.decode_batch([strip_ids(r) for r in tokens.tolist()])
-        refs += tgt_tok.decode_batch([strip_ids(r[1:]) for r in b["tgt"].tolist()])
-    model.train(was_training)
-    return bleu_metric(lang).corpus_score(hyps, [refs]).score
+def valid_bleu(s: Session) -> float:
+    """BLEU on the valid split as evaluate scores the test split: the sources as downloaded through the
+    translator, against the references as downloaded. Greedy, with the project's length limit: a signal
+    for every epoch, and the beam settings can change without retraining (dvc.yaml lists only the limit)."""
+    sources, references = s.valid_text
+    translator = Translator(s.model, *s.tokenizers, s.params.clean.preprocessing(), s.params.build.max_len,
+                            from_params(s.params, beam_size=1))
+    return corpus_score(translator.translate(sources), references, s.params.data.tgt)
 
 
 # --- state -------------------------------------------------------------------------------------
@@ -180,6 +177,8 @@ class Session:
     total_steps: int
     fingerprint: str
     mlflow: Any = None  # the mlflow module on rank 0, None elsewhere
+    tokenizers: tuple = ()  # (source, target), for validation BLEU
+    valid_text: tuple[list[str], list[str]] = ([], [])  # valid sources and references as downloaded
 
     @property
     def cfg(self) -> Train:
@@ -194,8 +193,11 @@ class Session:
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": checkpoint.rng_state(), "state": asdict(state)}
 
-    def set_lr(self, state: State, seconds: float) -> float:
-        lr = self.cfg.lr * lr_factor(self.cfg, state.step, progress(self.cfg, state.step, self.total_steps, seconds))
+    def progress(self, state: State, seconds: float) -> float:
+        return progress(self.cfg, state.step, self.total_steps, seconds)
+
+    def set_lr(self, state: State, progress: float) -> float:
+        lr = self.cfg.lr * lr_factor(self.cfg, state.step, progress)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
@@ -259,9 +261,15 @@ def setup(params: Params, paths: Paths) -> Session:
     if world > 1:
         loss_module = nn.parallel.DistributedDataParallel(
             loss_module, device_ids=[device] if device.type == "cuda" else None)
-    return Session(params, paths, device, rank, world, model, loss_module, optimizer, amp, scaler, train_set,
-                   valid_set, group, steps_per_epoch, total_steps, _fingerprint(params, paths, world),
-                   connect(paths.root) if rank == 0 else None)
+    session = Session(params, paths, device, rank, world, model, loss_module, optimizer, amp, scaler, train_set,
+                      valid_set, group, steps_per_epoch, total_steps, _fingerprint(params, paths, world),
+                      connect(paths.root) if rank == 0 else None)
+    if session.higher_is_better:
+        session.tokenizers = load_tokenizers(paths.tokenizer)
+        valid = paths.original / "valid"
+        session.valid_text = (read_lines(valid.with_suffix(f".{params.data.src}")),
+                              read_lines(valid.with_suffix(f".{params.data.tgt}")))
+    return session
 
 
 def resume(s: Session) -> State:
@@ -347,10 +355,11 @@ def train_epoch(s: Session, state: State, epoch: int) -> None:
                disable=None if s.rank == 0 else True, initial=state.batch, total=len(groups))
     tic = time.perf_counter()
     for i in bar:
-        s.set_lr(state, state.train_seconds + time.perf_counter() - tic)
+        done = s.progress(state, state.train_seconds + time.perf_counter() - tic)
+        s.set_lr(state, done)
         # every batch's loss is divided by the target tokens of the whole step (all processes)
         step_tokens = sum(int(data.tgt_len[b].sum()) - len(b) for b in groups[i])
-        teacher = teacher_forcing(cfg, state.step, s.total_steps)
+        teacher = teacher_forcing(cfg, state.step, done)
         mine = groups[i][s.rank::s.world]
         for j, idx in enumerate(mine):
             b = {k: v.to(s.device, non_blocking=pin) for k, v in data.batch(idx, pin).items()}
@@ -403,10 +412,9 @@ def validate(s: Session, state: State, epoch: int) -> dict[str, float]:
     row = {"epoch": epoch + 1, "train_loss": train_loss, "train_ppl": math.exp(min(train_loss, 50)),
            "valid_loss": v_loss, "valid_ppl": math.exp(min(v_loss, 50)), "step": state.step,
            "lr": s.optimizer.param_groups[0]["lr"],
-           "teacher_forcing": teacher_forcing(cfg, state.step, s.total_steps)}
+           "teacher_forcing": teacher_forcing(cfg, state.step, s.progress(state, state.train_seconds))}
     if s.higher_is_better:
-        row["valid_bleu"] = valid_bleu(s.model, s.valid_set, s.paths.tokenizer, s.params.build.max_tokens, s.device,
-                                     s.params.data.tgt)
+        row["valid_bleu"] = valid_bleu(s)
     log.info("epoch %d: train loss %.4f (ppl %.2f), valid loss %.4f (ppl %.2f)%s", epoch + 1, train_loss,
              row["train_ppl"], v_loss, row["valid_ppl"],
              f", valid BLEU {row['valid_bleu']:.2f}" if s.higher_is_better else "")
@@ -457,7 +465,7 @@ def finish(s: Session, state: State) -> dict[str, Any]:
         best = torch.load(paths.checkpoints / "best.pt", map_location=s.device, weights_only=True)
         model.load_state_dict(best["state_dict"])
         if s.cfg.average_last:
-            metrics |= _average_if_better(s, best_row["valid_loss"])
+            metrics |= _average_if_better(s, best_row[key])
         extra = {"src_lang": params.data.src, "tgt_lang": params.data.tgt, "epoch": best_row["epoch"],
                  "run_id": state.run_id, "normalize": params.clean.normalize, "max_len": params.build.max_len,
                  "korean_morphemes": params.clean.korean_morphemes,  # the translator repeats the preprocessing
@@ -494,9 +502,10 @@ def write_curves(directory: Path, history: list[dict[str, float]]) -> None:
                     live.log_metric(name, value)
 
 
-def _average_if_better(s: Session, best_loss: float) -> dict[str, Any]:
-    """Average the last ``average_last`` step checkpoints into the model, and keep the average when its
-    valid loss is at least as low as the best epoch's (it usually is: the cheapest BLEU there is)."""
+def _average_if_better(s: Session, best_score: float) -> dict[str, Any]:
+    """Average the last ``average_last`` step checkpoints into the model, and keep the average when it is at
+    least as good as the best epoch by the early-stopping metric (valid loss or valid BLEU); it usually is:
+    the cheapest BLEU there is."""
     files = sorted(s.paths.checkpoints.glob("step-*.pt"))[-s.cfg.average_last:]
     if len(files) < 2:
         log.info("only %d step checkpoint(s): nothing to average", len(files))
@@ -504,15 +513,20 @@ def _average_if_better(s: Session, best_loss: float) -> dict[str, Any]:
     best = {k: v.clone() for k, v in s.model.state_dict().items()}
     averaged = checkpoint.average(files)
     s.model.load_state_dict({k: averaged[k].to(best[k].dtype) for k in best})
-    loss = valid_loss(s.model, s.valid_set, s.params.build.max_tokens, s.device, s.amp)
-    kept = loss <= best_loss
+    name = "valid_bleu" if s.higher_is_better else "valid_loss"
+    if s.higher_is_better:
+        score = valid_bleu(s)
+        kept = score >= best_score
+    else:
+        score = valid_loss(s.model, s.valid_set, s.params.build.max_tokens, s.device, s.amp)
+        kept = score <= best_score
     if not kept:
         s.model.load_state_dict(best)
-    log.info("average of the last %d checkpoints: valid loss %.4f against %.4f for the best epoch; %s",
-             len(files), loss, best_loss, "keeping the average" if kept else "keeping the best epoch")
+    log.info("average of the last %d checkpoints: %s %.4f against %.4f for the best epoch; %s", len(files),
+             name.replace("_", " "), score, best_score, "keeping the average" if kept else "keeping the best epoch")
     if s.mlflow is not None:
-        s.mlflow.log_metrics({"averaged_valid_loss": loss})
-    return {"averaged_checkpoints": len(files) if kept else 0, "averaged_valid_loss": round(loss, 4)}
+        s.mlflow.log_metrics({f"averaged_{name}": score})
+    return {"averaged_checkpoints": len(files) if kept else 0, f"averaged_{name}": round(score, 4)}
 
 
 def _under_torchrun(params: Params, paths: Paths) -> dict:

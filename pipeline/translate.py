@@ -29,15 +29,13 @@ def _positive(text: str) -> int:
 
 
 def _project_decoding(root: Path) -> dict:
-    """The evaluate stage's decoding settings from ``root/params.yaml``, if there is one."""
+    """The project's decoding settings (``root/params.yaml``), if there is one."""
     from pipeline.config import load_params
+    from pipeline.decoding import from_params
 
     if not (root / "params.yaml").exists():
         return {}
-    params = load_params(root / "params.yaml")
-    e = params.evaluate
-    return {"beam_size": e.beam_size, "length_penalty": e.length_penalty, "max_len_a": e.max_len_a,
-            "max_len_b": e.max_len_b, "max_tokens": params.build.max_tokens}
+    return from_params(load_params(root / "params.yaml")).to_dict()
 
 
 def main(argv: list[str] | None = None) -> None:

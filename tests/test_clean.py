@@ -5,14 +5,15 @@ import pytest
 from pipeline import clean
 from pipeline.common import PipelineError
 from pipeline.config import Clean, Paths, load_params
+from pipeline.text import normalise
 from tests.conftest import write_params
 
 
 def test_normalise():
-    assert clean.normalise("ＡＢＣ　１２３", "NFKC") == "ABC 123"
-    assert clean.normalise("Tom &amp; Jerry&#39;s <b>show</b>", "NFKC") == "Tom & Jerry's show"
-    assert clean.normalise("a\x00b\u200bc\t d\n", "NFKC") == "a b c d"
-    assert clean.normalise("ＡＢＣ", "none") == "ＡＢＣ"
+    assert normalise("ＡＢＣ　１２３", "NFKC") == "ABC 123"
+    assert normalise("Tom &amp; Jerry&#39;s <b>show</b>", "NFKC") == "Tom & Jerry's show"
+    assert normalise("a\x00b\u200bc\t d\n", "NFKC") == "a b c d"
+    assert normalise("ＡＢＣ", "none") == "ＡＢＣ"
 
 
 def test_filters():
@@ -65,7 +66,7 @@ def test_table_rows_dropped_by_download_are_counted(tmp_path):
     assert report["removed"] == {"blank_or_short_table_row": 3} and report["input_pairs"] == 503
 
 
-def test_given_splits_drop_held_out_sources_seen_in_train(tmp_path):
+def test_given_splits_stay_whole_and_their_sources_leave_train(tmp_path):
     params, paths = _raw(tmp_path, [(f"문장 {i}", f"sentence {i}") for i in range(50)])
     for split, rows in (("valid", [("문장 1", "other 1"), ("새 문장", "new one")]),
                         ("test", [("문장 2", "other 2"), ("다른 문장", "another one")])):
@@ -73,8 +74,13 @@ def test_given_splits_drop_held_out_sources_seen_in_train(tmp_path):
         (paths.raw / f"{split}.en").write_text("".join(r[1] + "\n" for r in rows), encoding="utf-8")
     (paths.raw / "manifest.json").write_text(json.dumps({"splits": {"train": {}, "valid": {}, "test": {}}}))
     report = clean.run(params, paths)
-    assert report["splits"] == {"train": 50, "valid": 1, "test": 1}
-    assert report["removed"] == {"test_source_in_train": 1, "valid_source_in_train": 1}
+    assert report["splits"] == {"train": 48, "valid": 2, "test": 2}
+    assert report["removed"] == {"train_source_in_test": 1, "train_source_in_valid": 1}
+    assert report["held_out"] == {"valid": "corpus", "test": "corpus"}
+    train_sources = set((paths.clean / "train.ko").read_text(encoding="utf-8").splitlines())
+    assert not train_sources & {"문장 1", "문장 2"} and len(train_sources) == 48
+    for split in ("valid", "test"):
+        assert (paths.original / f"{split}.en").read_bytes() == (paths.raw / f"{split}.en").read_bytes()
 
 
 def test_everything_filtered_is_an_error_and_leaves_nothing(tmp_path):

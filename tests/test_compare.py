@@ -64,6 +64,9 @@ def test_a_grid_runs_through_the_dvc_queue_into_one_mlflow_store(project, tmp_pa
     report = (project / "reports" / "compare.md").read_text().splitlines()
     rows = [line for line in report if line.startswith("| ") and not line.startswith("| experiment")]
     assert len(rows) == 2 and {r.split(" | ")[0].strip("| ") for r in rows} == {"bahdanau", "luong-dot"}
+    cells = [r.split(" | ") for r in rows]
+    assert all(" ± " in c[5] and " ± " in c[6] for c in cells)  # BLEU and chrF with their 95% intervals
+    assert cells[0][7] == "-" and 0 < float(cells[1][7]) <= 1  # the paired test against the best row
     assert (project / "reports" / "compare.png").stat().st_size > 1000
 
     client = mlflow.MlflowClient(default_uri(project))  # the project's own store, not the queue's temp copies

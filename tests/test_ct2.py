@@ -8,7 +8,8 @@ import torch
 
 from pipeline import train
 from pipeline.common import PipelineError
-from pipeline.translator import Decoding, Translator
+from pipeline.decoding import Decoding
+from pipeline.translator import Translator
 from tests.conftest import ROOT
 from tests.test_train_eval import _copy_project
 
@@ -30,12 +31,12 @@ def transformer(tiny_project, tmp_path_factory):
 def test_float32_export_decodes_exactly_as_pytorch(transformer, beam, alpha):
     from pipeline.ct2 import ct2_translator
 
-    sources = (transformer.clean / "valid.ko").read_text(encoding="utf-8").splitlines()
+    sources = (transformer.original / "valid.ko").read_text(encoding="utf-8").splitlines()
     reference = Translator.from_file(transformer.model / "model.pt", decoding=Decoding(beam, alpha))
     with torch.inference_mode():
-        expected = reference.translate(sources, preprocessed=True)
-    assert ct2_translator(reference, "float32").translate(sources, preprocessed=True) == expected
-    fast = ct2_translator(reference, "int8").translate(sources[:20], preprocessed=True)
+        expected = reference.translate(sources)
+    assert ct2_translator(reference, "float32").translate(sources) == expected
+    fast = ct2_translator(reference, "int8").translate(sources[:20])
     assert len(fast) == 20 and all(fast)
 
 

@@ -63,7 +63,7 @@ def test_every_variant_overfits_a_tiny_batch_and_decodes_it(kw):
     expected = [t[1:-1] for t in tgts]
     out, _ = greedy(model, src, src_len, max_len=12)
     assert [strip_ids(r) for r in out.tolist()] == expected
-    out, attn = beam_search(model, src, src_len, max_len=12, beam=3)
+    out, attn = beam_search(model, src, src_len, max_len=12, beam=3, alpha=1.0)
     assert [strip_ids(r) for r in out.tolist()] == expected
     if kw.get("attention", "x") != "none":
         assert attn is not None and attn.shape[0] == 4 and attn.shape[2] == src.shape[1]

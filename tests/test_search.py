@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import Tensor
 
+from pipeline.models import build_model
 from pipeline.models.base import Seq2SeqBase
 from pipeline.search import beam_search, greedy, length_penalty
 from pipeline.vocab import BOS, EOS, PAD, strip_ids
-from tests.test_model import _batch, _model
+from tests.test_model import TRANSFORMER_BASE, _batch, _model
 
 A, B_ = 4, 5  # two ordinary tokens
 V = 6
@@ -32,7 +33,7 @@ class TableModel(Seq2SeqBase):
     def start(self, memory: dict) -> dict:
         return {"prefix": memory["mask"].new_zeros((memory["mask"].size(0), 0), dtype=torch.long)}
 
-    def step(self, y_prev: Tensor, state: dict, memory: dict):
+    def step(self, y_prev: Tensor, state: dict, memory: dict, need_weights: bool = True):
         prefix = torch.cat([state["prefix"], y_prev.unsqueeze(1)], 1)
         logits = torch.full((prefix.size(0), V), -1e9)
         for i, row in enumerate(prefix.tolist()):
@@ -126,10 +127,74 @@ def test_cached_and_uncached_transformer_decoding_agree(norm):
         (loss / n).backward()
         opt.step()
     model.eval()
-    for search in (lambda: greedy(model, src, src_len, 12), lambda: beam_search(model, src, src_len, 12, beam=4)):
+    for search in (lambda: greedy(model, src, src_len, 12),
+                   lambda: beam_search(model, src, src_len, 12, beam=4, alpha=1.0)):
         model.incremental = True
         cached, cached_attn = search()
         model.incremental = False
         uncached, uncached_attn = search()
         assert cached.tolist() == uncached.tolist()
         torch.testing.assert_close(cached_attn, uncached_attn, atol=1e-5, rtol=1e-4)
+
+
+class CountingTable(TableModel):
+    steps = 0
+
+    def step(self, y_prev, state, memory, need_weights=True):
+        self.steps += 1
+        return super().step(y_prev, state, memory, need_weights)
+
+
+def test_pad_and_bos_are_never_chosen():
+    # a model that ranks <pad> and <s> above every word, as an untrained one may
+    table = {(): {PAD: 0.5, BOS: 0.3, A: 0.15, EOS: 0.05}, (A,): {PAD: 0.6, BOS: 0.3, B_: 0.05, EOS: 0.05},
+             (A, B_): {PAD: 0.9, EOS: 0.1}}
+    src, src_len, _ = _batch([[A, EOS]], [[BOS, EOS]])
+    for out in (greedy(TableModel(table), src, src_len, 6)[0],
+                beam_search(TableModel(table), src, src_len, 6, 3, 0.0)[0]):
+        row = out[0].tolist()
+        body = row[: row.index(EOS)] if EOS in row else row
+        assert PAD not in body and BOS not in body, row
+
+
+def test_search_stops_once_nothing_can_beat_the_best_finished_hypothesis():
+    # </s> first at -0.1; A and B go on forever at -3.0 and below: the answer is known after one step.
+    # The old rule waited for `beam` finished hypotheses and decoded to the length limit.
+    table = {(): {EOS: 0.9, A: 0.05, B_: 0.05}}
+    for n in range(1, 12):
+        for prefix in itertools.product((A, B_), repeat=n):
+            table[prefix] = {A: 0.5, B_: 0.5}
+    model = CountingTable(table)
+    tokens, raw = _decode(model, beam=2, max_len=10)
+    assert tokens == [] and raw[0] == EOS and model.steps == 1
+
+
+def test_the_length_limit_never_exceeds_a_transformers_positions(tiny_project):
+    from pipeline.decoding import Decoding
+    from pipeline.text import Preprocessing
+    from pipeline.translator import Translator
+    from pipeline.vocab import load_tokenizers
+
+    _, paths = tiny_project
+    src_tok, tgt_tok = load_tokenizers(paths.tokenizer)
+    torch.manual_seed(0)
+    model = build_model("transformer", src_vocab=src_tok.get_vocab_size(), tgt_vocab=tgt_tok.get_vocab_size(),
+                        **{**TRANSFORMER_BASE, "max_positions": 16}).eval()
+    assert model.max_length() == 16
+    translator = Translator(model, src_tok, tgt_tok, Preprocessing(), 128, Decoding(beam_size=2))
+    sentence = "나는 어제 도서관에서 책을 읽었다 그녀는 커피를 마셨어요"  # 12+ tokens: 1.5 x 12 + 10 > 16
+    assert len(src_tok.encode(sentence).ids) >= 12
+    with torch.inference_mode():
+        out = translator.translate([sentence, sentence * 3])  # the second is also longer than 16 to read
+    assert len(out) == 2  # before: "sequence of 17 tokens exceeds model.max_positions"
+
+
+def test_rnn_scheduled_sampling_keeps_the_target_embedding_dropout():
+    torch.manual_seed(0)
+    model = _model(vocab=12, attention="bahdanau").train()
+    src, src_len, tgt = _batch([[5, 6, 7, EOS], [8, 9, EOS]], [[BOS, 5, 6, EOS], [BOS, 7, EOS]])
+    embedded, dropped = [], []
+    model.tgt_embed.register_forward_hook(lambda m, i, out: embedded.append(out))
+    model.dropout.register_forward_hook(lambda m, i, out: dropped.append(i[0]))
+    model.loss(src, src_len, tgt, teacher_forcing=0.5)  # scheduled sampling: through step()
+    assert embedded and all(any(e is d for d in dropped) for e in embedded)

@@ -72,7 +72,7 @@ def test_evaluate_writes_metrics_samples_and_logs_to_the_run(trained):
     metrics = evaluate.run(params, paths)
     assert json.loads((paths.metrics / "eval.json").read_text()) == metrics
     hyps = (paths.reports / "test.hyp").read_text(encoding="utf-8").splitlines()
-    refs = (paths.clean / "test.en").read_text(encoding="utf-8").splitlines()
+    refs = (paths.original / "test.en").read_text(encoding="utf-8").splitlines()
     assert len(hyps) == len(refs) and sum(bool(h.strip()) for h in hyps) > len(hyps) / 2
     # the scores are those of the written hypotheses against the test references, scored independently
     assert metrics["bleu"] == round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2)
@@ -235,13 +235,14 @@ def test_torch_compile_trains_to_the_end_and_the_model_loads(tiny_project, tmp_p
 
 
 def test_translator_repeats_the_training_preprocessing(trained):
+    from pipeline.text import Preprocessing
     from pipeline.translator import Translator
 
     _, paths, _ = trained
     translator = Translator.from_file(paths.model / "model.pt")
-    assert translator.preprocess("ＡＢ  책을\u200b 읽었다") == "AB 책을 읽었다"
-    translator.korean_morphemes = True  # as for a model trained with clean.korean_morphemes
-    assert translator.preprocess("책을 읽었다") == "책 을 읽 었 다"
+    assert translator.preprocessing.source("ＡＢ  책을\u200b 읽었다") == "AB 책을 읽었다"
+    morphemes = Preprocessing("NFKC", False, True)  # as for a model trained with clean.korean_morphemes
+    assert morphemes.source("책을 읽었다") == "책 을 읽 었 다"
 
 
 def test_cosine_schedule_anneals_over_the_time_budget():
@@ -299,3 +300,56 @@ def test_training_with_checkpoint_averaging(tiny_project, tmp_path):
 
     with pytest.raises(ValueError, match=r"average_last \(4\) must be 0 \(off\), or 2 to keep_checkpoints \(2\)"):
         Train(average_last=4, keep_checkpoints=2)
+
+
+def test_translate_pipes_one_output_line_per_input_line(trained):
+    _, paths, _ = trained
+    sentence = "나는 어제 도서관에서 책을 읽었다"
+    lines = [sentence, f"{sentence} " * 1000, "", "그녀는 커피를 마셨어요"]
+    proc = subprocess.run([sys.executable, "-m", "pipeline.translate", "--root", str(paths.root)],
+                          input="".join(line + "\n" for line in lines), capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout.split("\n")
+    assert len(out) == len(lines) + 1 and out[-1] == "" and out[2] == ""  # one line each, nothing else
+    assert "sentence 2 has" in proc.stderr  # the truncation warning went to stderr
+
+
+def test_linear_scheduled_sampling_reaches_its_floor_at_the_end_of_a_time_budget():
+    from pipeline.config import Train
+
+    cfg = Train(scheduled_sampling="linear", teacher_forcing_min=0.6, epochs=200, max_minutes=10)
+    total = 200 * 92  # steps of 200 epochs that the 10-minute budget never reaches
+    at = [train.teacher_forcing(cfg, 900, train.progress(cfg, 900, total, minutes * 60)) for minutes in (0, 5, 10)]
+    assert at == pytest.approx([1.0 - 0.4 * 900 / total, 0.8, 0.6])
+
+
+def test_validation_bleu_and_averaging_use_the_translator_on_the_raw_valid_split(tiny_project, tmp_path):
+    from pipeline.decoding import from_params
+    from pipeline.translator import Translator
+
+    _, base = tiny_project
+    params, paths = _copy_project(base, tmp_path, {"train": {
+        "epochs": 2, "early_stopping_metric": "bleu", "checkpoint_every": 5, "average_last": 2}})
+    # references the tokenizer cannot spell: decoding them from subword ids (the old path) would lose the ☃
+    refs = [line + " ☃" for line in (paths.original / "valid.en").read_text(encoding="utf-8").splitlines()]
+    (paths.original / "valid.en").write_text("".join(r + "\n" for r in refs), encoding="utf-8")
+    sources = (paths.original / "valid.ko").read_text(encoding="utf-8").splitlines()
+    metrics = train.run(params, paths)
+
+    def bleu(weights) -> float:
+        translator = Translator.from_file(paths.model / "model.pt", decoding=from_params(params, beam_size=1))
+        translator.model.load_state_dict(weights)
+        with torch.inference_mode():
+            return sacrebleu.corpus_bleu(translator.translate(sources), [refs]).score
+
+    history = torch.load(paths.checkpoints / "last.pt", weights_only=True)["state"]["history"]
+    best = max(history, key=lambda r: r["valid_bleu"])
+    assert best["valid_bleu"] == pytest.approx(bleu(torch.load(paths.checkpoints / "best.pt",
+                                                               weights_only=True)["state_dict"]), abs=1e-6)
+    # averaging is judged by the early-stopping metric, BLEU here, not by the valid loss
+    assert "averaged_valid_bleu" in metrics and "averaged_valid_loss" not in metrics
+    model_weights = load_model(paths.model / "model.pt")[0].state_dict()
+    assert metrics["averaged_valid_bleu"] == pytest.approx(bleu(model_weights) if metrics["averaged_checkpoints"]
+                                                           else metrics["averaged_valid_bleu"], abs=1e-4)
+    assert (metrics["averaged_checkpoints"] > 0) == (metrics["averaged_valid_bleu"] >= best["valid_bleu"])

@@ -45,13 +45,20 @@ class Seq2SeqBase(nn.Module):
     def config_dict(self) -> dict:
         return {"arch": self.arch, **asdict(self.cfg)}
 
+    def max_length(self) -> int | None:
+        """The longest sequence, in tokens, the model can read or write; None: no limit."""
+        return None
+
     def encode(self, src: Tensor, src_len: Tensor) -> dict:
         raise NotImplementedError
 
     def start(self, memory: dict) -> dict:
         raise NotImplementedError
 
-    def step(self, y_prev: Tensor, state: dict, memory: dict) -> tuple[Tensor, dict, Tensor | None]:
+    def step(self, y_prev: Tensor, state: dict, memory: dict, need_weights: bool = True
+             ) -> tuple[Tensor, dict, Tensor | None]:
+        """One target position for every row: logits [B, V], the new state, and the attention weights [B, S]
+        (None where the model has none, or with ``need_weights=False`` where computing them costs extra)."""
         raise NotImplementedError
 
     def load_embeddings(self, src: Tensor | None, tgt: Tensor | None, freeze: bool) -> None:

@@ -173,8 +173,9 @@ class RNNSeq2Seq(Seq2SeqBase):
             return self.out(self.dropout(attentional)), attentional
         return self.out(self.dropout(torch.tanh(self.pre_output(torch.cat([top, context, emb], -1))))), None
 
-    def step(self, y_prev: Tensor, state: dict, memory: dict) -> tuple[Tensor, dict, Tensor | None]:
-        emb = self.tgt_embed(y_prev)  # [B, E]
+    def step(self, y_prev: Tensor, state: dict, memory: dict, need_weights: bool = True
+             ) -> tuple[Tensor, dict, Tensor | None]:
+        emb = self.dropout(self.tgt_embed(y_prev))  # [B, E]; dropped as in forward (scheduled sampling trains here)
         h = list(state["h"].unbind(1))
         c = list(state["c"].unbind(1)) if "c" in state else None
         weights = None

@@ -180,6 +180,9 @@ class TransformerSeq2Seq(Seq2SeqBase):
 
         super().load_embeddings(rescaled(src), rescaled(tgt), freeze)
 
+    def max_length(self) -> int:
+        return self.cfg.max_positions
+
     def _embed(self, tokens: Tensor, table: nn.Embedding, side: str, offset: int = 0) -> Tensor:
         if offset + tokens.size(1) > self.cfg.max_positions:
             raise ValueError(f"sequence of {offset + tokens.size(1)} tokens exceeds model.max_positions")
@@ -233,8 +236,9 @@ class TransformerSeq2Seq(Seq2SeqBase):
         empty = memory["cross_k"][0][:, :, :0]  # [B, heads, 0, D/heads]
         return {"k": [empty] * len(self.decoder), "v": [empty] * len(self.decoder)}
 
-    def step(self, y_prev: Tensor, state: dict, memory: dict) -> tuple[Tensor, dict, Tensor | None]:
-        need_weights = not self.training
+    def step(self, y_prev: Tensor, state: dict, memory: dict, need_weights: bool = True
+             ) -> tuple[Tensor, dict, Tensor | None]:
+        need_weights = need_weights and not self.training  # the fused attention kernel otherwise
         if "prefix" in state:
             prefix = torch.cat([state["prefix"], y_prev.unsqueeze(1)], 1)
             logits, weights = self._decode(prefix, memory, need_weights=need_weights)
