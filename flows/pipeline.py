@@ -273,8 +273,8 @@ def main(argv: list[str] | None = None) -> None:
             switch_corpus(Path(args.root) / "params.yaml", args.corpus)
         if args.recipe:
             apply_recipe(Path(args.root) / "params.yaml", args.recipe)
+        load_params(Path(args.root) / "params.yaml")  # a bad file stops here, before Prefect starts at all
         if args.serve:
-            load_params(Path(args.root) / "params.yaml")
             serve(Path(args.root).resolve(), args.cron, args.interval, args.port)
             return
     except PipelineError as exc:

@@ -185,10 +185,16 @@ def run(params: Params, paths: Paths) -> dict:
         total = sum(kept.values()) + sum(removed.values())
         for split in SPLITS:
             if kept[split] == 0:
-                how = ("the corpus's own split is empty" if split in raw_splits
-                       else "loosen the clean section of params.yaml")
+                if split in raw_splits:
+                    raise PipelineError(f"the corpus's own {split} split is empty; give it sentences, or leave it "
+                                        f"out to carve one out of train")
+                if not removed:
+                    fraction = getattr(cfg, f"{split}_fraction")
+                    raise PipelineError(f"{total} pairs are too few to carve a {split} split out of train "
+                                        f"(clean.{split}_fraction: {fraction}); use more pairs, or give the corpus "
+                                        f"its own {split} split")
                 raise PipelineError(f"no {split} pairs left after cleaning {total} pairs "
-                                    f"(removed: {dict(removed)}); {how}")
+                                    f"(removed: {dict(removed)}); loosen the clean section of params.yaml")
         report = {"input_pairs": total, "kept_pairs": sum(kept.values()), "splits": {s: kept[s] for s in SPLITS},
                   "held_out": {split: "corpus" if split in raw_splits else "carved from train" for split in SPLITS[1:]},
                   "removed": {k: removed[k] for k in sorted(removed)}}

@@ -355,10 +355,32 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return parse_params(path.read_text(encoding="utf-8"), path)
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first: int):
+        super().__init__(f"duplicate key '{key}' (first on line {first}); keep one of them")
+        self.line = line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys without a word; DVC's parser refuses them, so a params file
+    with one would pass validation here and then fail inside ``dvc repro`` with a traceback."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in first:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1, first[key])
+            first[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def parse_params(text: str, path: Path) -> Params:
     """Validate params text; errors name ``path``, the line and the key."""
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except _DuplicateKey as exc:
+        raise PipelineError(f"{path}:{exc.line}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

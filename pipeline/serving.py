@@ -6,8 +6,10 @@ an artifact, the decoding settings as the model config, and this package as code
 
     mlflow models serve -m models:/<name>@champion --env-manager local
 
-answers ``POST /invocations`` with ``{"inputs": ["sentence", ...]}`` (or a ``text`` column) by
-``{"predictions": ["translation", ...]}``; ``params: {"beam_size": 1}`` overrides the beam per request.
+answers ``POST /invocations`` with ``{"inputs": ["sentence", ...]}`` by ``{"predictions": ["translation",
+...]}``; ``params: {"beam_size": 1}`` overrides the beam per request. The model is logged from code
+(``pipeline/served_model.py``), not pickled; anything but a list of strings, or a beam below 1, is an
+HTTP 400 with a one-line reason.
 
     python -m pipeline.serving [--port 5001]     # `make serve-model`: serve the champion on 127.0.0.1
 """
@@ -39,53 +41,33 @@ def model_name(corpus: str, src: str, tgt: str, override: str | None = None) -> 
     return f"nmt-{corpus}-{src}-{tgt}"
 
 
-def _pyfunc_class() -> type:
-    import warnings
+def request_translator(translator: Translator, params: dict[str, Any] | None) -> Translator:
+    """The translator for one request: ``params: {"beam_size": n}`` changes the beam, anything else is refused
+    with a one-line reason (an HTTP 400 from the scoring server)."""
+    beam = (params or {}).get("beam_size", translator.decoding.beam_size)
+    if isinstance(beam, bool) or not isinstance(beam, int) or beam < 1:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-    import mlflow.pyfunc
-
-    # the signature is given explicitly when the model is logged; type hints would make a second one
-    warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
-
-    class TranslatorModel(mlflow.pyfunc.PythonModel):
-        """Text in, translations out (the class is built here so that importing this module needs no MLflow)."""
-
-        def load_context(self, context: Any) -> None:
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            self.translator = Translator.from_file(Path(context.artifacts["model"]), device,
-                                                   Decoding(**context.model_config))
-
-        # no type hints: MLflow would infer a signature from them; the logged one is explicit
-        def predict(self, context, model_input, params=None):
-            import torch
-
-            texts = model_input["text"].tolist() if hasattr(model_input, "columns") else list(model_input)
-            translator = self.translator
-            if params and params.get("beam_size"):
-                translator = translator.with_decoding(beam_size=int(params["beam_size"]))
-            with torch.inference_mode():
-                return translator.translate([str(t) for t in texts])
-
-    return TranslatorModel
+        raise MlflowException(f"beam_size must be a whole number of 1 or more (got {beam!r})",
+                              error_code=INVALID_PARAMETER_VALUE)
+    return translator if beam == translator.decoding.beam_size else translator.with_decoding(beam_size=beam)
 
 
 def log_translator(mlflow: Any, model_file: Path, decoding: Decoding, example: str) -> Any:
-    """Log the servable model into the active run; returns MLflow's LoggedModel."""
+    """Log the servable model into the active run, from code (``pipeline/served_model.py``); returns MLflow's
+    LoggedModel. MLflow takes the signature from ``predict``'s type hints (a list of strings in, a list out)
+    and the ``beam_size`` parameter, with its default, from the input example."""
     import tokenizers
     import torch
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-    signature = ModelSignature(inputs=Schema([ColSpec("string", "text")]), outputs=Schema([ColSpec("string")]),
-                               params=ParamSchema([ParamSpec("beam_size", "long", decoding.beam_size)]))
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"tokenizers=={tokenizers.__version__}", "numpy",
                     "kiwipiepy"]
+    package = Path(pipeline.__file__).parent
     return mlflow.pyfunc.log_model(
-        name=ARTIFACT, python_model=_pyfunc_class()(), artifacts={"model": str(model_file)},
-        model_config=decoding.to_dict(), signature=signature, input_example={"text": [example]},
-        code_paths=[str(Path(pipeline.__file__).parent)], pip_requirements=requirements)
+        name=ARTIFACT, python_model=str(package / "served_model.py"), artifacts={"model": str(model_file)},
+        model_config=decoding.to_dict(), input_example=([example], {"beam_size": decoding.beam_size}),
+        code_paths=[str(package)], pip_requirements=requirements)
 
 
 def load_translator(reference: str, root: Path, decoding: dict[str, Any] | None = None,

@@ -38,6 +38,33 @@ def _project_decoding(root: Path) -> dict:
     return from_params(load_params(root / "params.yaml")).to_dict()
 
 
+def _stdin_lines() -> list[str]:
+    """stdin as UTF-8 lines: one translation per line, ``\n`` or ``\r\n`` ends a line (nothing else does, so
+    the output lines up with the input)."""
+    lines = sys.stdin.buffer.read().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    out = []
+    for n, line in enumerate(lines, 1):
+        try:
+            out.append(line.removesuffix(b"\r").decode("utf-8"))
+        except UnicodeDecodeError:
+            raise PipelineError(f"stdin line {n} is not UTF-8 text; convert the input to UTF-8 "
+                                "(e.g. iconv -f cp949 -t utf-8)") from None
+    return out
+
+
+def _checked_arguments(sentences: list[str]) -> list[str]:
+    """Python decodes a command line that is not UTF-8 into lone surrogates; say so instead of failing later."""
+    for n, sentence in enumerate(sentences, 1):
+        try:
+            sentence.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PipelineError(f"argument {n} is not UTF-8 text; give UTF-8 (or pipe the file through "
+                                "iconv -t utf-8)") from None
+    return sentences
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="translate", description=__doc__.splitlines()[0])
     parser.add_argument("sentences", nargs="*", help="sentences to translate (default: read stdin, one per line; "
@@ -54,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
 
     root = Path(args.root)
     try:
-        sentences = args.sentences or [line.rstrip("\n") for line in sys.stdin]
+        sentences = _checked_arguments(args.sentences) if args.sentences else _stdin_lines()
         if not any(s.strip() for s in sentences):
             raise PipelineError("nothing to translate: give sentences as arguments or on stdin, one per line")
         device = choose_device(args.device, "--device")

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import mlflow
@@ -178,23 +179,38 @@ def test_train_register_promote_retrain_and_serve(repo, upstream, prefect):
                                f"models:/{NAME}@champion", "--env-manager", "local", "--host", "127.0.0.1",
                                "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True)
+    def post(payload: dict) -> urllib.request.Request:
+        return urllib.request.Request(f"http://127.0.0.1:{port}/invocations", json.dumps(payload).encode(),
+                                      {"Content-Type": "application/json"})
+
     try:
-        body = json.dumps({"inputs": [sentence]}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body,
-                                         {"Content-Type": "application/json"})
         deadline = time.time() + 120
         while True:
             try:
-                with urllib.request.urlopen(request, timeout=30) as resp:
+                with urllib.request.urlopen(post({"inputs": [sentence]}), timeout=30) as resp:
                     answer = json.load(resp)
                 break
             except OSError:
                 assert server.poll() is None and time.time() < deadline, server.stderr.read()[-3000:]
                 time.sleep(1)
+        refused = {}
+        for name, payload in (("beam -1", {"inputs": [sentence], "params": {"beam_size": -1}}),
+                              ("beam 0", {"inputs": [sentence], "params": {"beam_size": 0}}),
+                              ("not text", {"inputs": [1, None, True]})):
+            with pytest.raises(urllib.error.HTTPError) as error:
+                urllib.request.urlopen(post(payload), timeout=30)
+            refused[name] = (error.value.code, json.loads(error.value.read()))
     finally:
         server.terminate()
         server.wait(30)
     assert answer == {"predictions": [by_alias.stdout.strip()]}
+    for name, (code, body) in refused.items():  # a 400 with the reason on one line, no stack trace
+        assert code == 400 and "stack_trace" not in body, (name, body)
+        assert "Traceback" not in body["message"] and "File \"" not in body["message"], (name, body)
+    assert refused["beam -1"][1]["message"].splitlines()[-1].endswith("beam_size must be a whole number of 1 or "
+                                                                        "more (got -1)")
+    assert refused["beam 0"][1]["message"].splitlines()[-1].endswith("(got 0)")
+    assert "Expected type str, but got int" in refused["not text"][1]["message"]
 
 
 def test_bad_model_references_are_one_line(repo, capsys):

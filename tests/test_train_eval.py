@@ -67,9 +67,13 @@ def test_train_outputs_and_mlflow_run(trained):
     assert {a.path for a in client.list_artifacts(run_id, "embeddings")} == {"embeddings/neighbours.tsv"}
 
 
-def test_evaluate_writes_metrics_samples_and_logs_to_the_run(trained):
+def test_evaluate_writes_metrics_samples_and_logs_to_the_run(trained, caplog, recwarn):
     params, paths, _ = trained
-    metrics = evaluate.run(params, paths)
+    with caplog.at_level("WARNING", logger="mlflow"):
+        metrics = evaluate.run(params, paths)
+    # logged from code with type hints: neither MLflow's cloudpickle warning nor its type-hint warning
+    said = caplog.text + "".join(str(w.message) for w in recwarn)
+    assert "CloudPickle" not in said and "type hint" not in said and "signature" not in said, said
     assert json.loads((paths.metrics / "eval.json").read_text()) == metrics
     hyps = (paths.reports / "test.hyp").read_text(encoding="utf-8").splitlines()
     refs = (paths.original / "test.en").read_text(encoding="utf-8").splitlines()
@@ -92,6 +96,9 @@ def test_evaluate_writes_metrics_samples_and_logs_to_the_run(trained):
     assert len(logged) == 1 and {m.key for m in logged[0].metrics} >= {"bleu", "chrf"}
     version = client.get_model_version(metrics["model_name"], metrics["model_version"])
     assert version.tags["test_data"] == metrics["test_data"] and float(version.tags["bleu"]) == metrics["bleu"]
+    signature = mlflow.models.get_model_info(f"models:/{metrics['model_name']}/{metrics['model_version']}").signature
+    assert signature.inputs.to_dict() == [{"type": "string", "required": True}]
+    assert signature.params.to_dict() == [{"name": "beam_size", "type": "long", "default": 5, "shape": None}]
 
 
 def test_translate_cli(trained):

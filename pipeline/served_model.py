@@ -1,0 +1,40 @@
+"""The served model's code, logged as source (MLflow's models-from-code) instead of a pickled object.
+
+MLflow copies this file into every logged model and runs it on loading; ``set_model`` names the model.
+Nothing is unpickled, so loading cannot run code that is not this file and the ``pipeline`` package
+logged beside it, and the type hints on ``predict`` give MLflow its input check and signature.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class TranslatorModel(PythonModel):
+    """Sentences in, translations out, through ``pipeline.translator.Translator``."""
+
+    def load_context(self, context: Any) -> None:
+        import torch
+
+        from pipeline.decoding import Decoding
+        from pipeline.translator import Translator
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.translator = Translator.from_file(Path(context.artifacts["model"]), device,
+                                               Decoding(**context.model_config))
+
+    def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> list[str]:
+        import torch
+
+        from pipeline.serving import request_translator
+
+        translator = request_translator(self.translator, params)
+        with torch.inference_mode():
+            return translator.translate(model_input)
+
+
+mlflow.models.set_model(TranslatorModel())
