@@ -37,6 +37,7 @@ class Outcome:
 
 def stage_env() -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("COLUMNS", "200")  # rich wraps log lines at 80 columns when not on a terminal
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
