@@ -177,7 +177,8 @@ def write_report(root: Path, grid: str, sweep: str, experiments: dict[str, dict[
         return format(value, fmt) if value is not None else "-"
 
     def score(r: dict, key: str) -> str:
-        return "-" if r[key] is None else f"{r[key]:.2f}" + (f" ± {r[key + '_ci']:.2f}" if r[key + "_ci"] else "")
+        ci = r[key + "_ci"]
+        return "-" if r[key] is None else f"{r[key]:.2f}" + (f" ± {ci:.2f}" if ci is not None else "")
 
     lines = [f"# Model comparison: grid `{grid}` (sweep {sweep})", "",
              "BLEU and chrF with their 95% bootstrap confidence intervals; p: sacrebleu's paired bootstrap test "

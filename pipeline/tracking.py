@@ -50,6 +50,7 @@ def experiment_id(mlflow: Any, name: str, root: Path) -> str:
 def connect(root: Path) -> Any:
     # an offline-first tool does not report usage unless the user turns it on
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per download, on the console
     import mlflow
 
     for noisy in ("alembic", "mlflow.store.db.utils"):

@@ -5,7 +5,12 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -74,3 +79,34 @@ def http_server():
     for s in servers:
         s.shutdown()
         s.server_close()
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+    """One real Prefect server on 127.0.0.1 for every test that runs a flow, in process or in a subprocess
+    (`make pipeline`, `flows.compare`): without it each flow starts a temporary server of its own (4-8 s
+    apiece). Its URL goes into PREFECT_API_URL for the rest of the session."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = tmp_path_factory.mktemp("prefect-home")
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    log = home / "server.log"
+    server = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env=env, stdout=open(log, "w"),  # noqa: SIM115
+                              stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.time() + 120
+    while True:
+        assert server.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                break
+        except OSError:
+            time.sleep(0.3)
+    os.environ["PREFECT_API_URL"] = url
+    yield url
+    os.environ.pop("PREFECT_API_URL", None)
+    server.terminate()
+    server.wait(30)

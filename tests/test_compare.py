@@ -25,7 +25,7 @@ experiments:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tmp_path_factory, prefect_api):
     root = built_project(tmp_path_factory.mktemp("compare"), until="build")  # data stages, cached for every experiment
     subprocess.run(["git", "add", "-A"], cwd=root, check=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "built"], cwd=root, check=True)

@@ -21,7 +21,6 @@ import urllib.request
 import mlflow
 import pytest
 import yaml
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.pipeline import nmt_pipeline, stage_order
 from pipeline.config import merged
@@ -36,8 +35,10 @@ NAME = "nmt-loop-ko-en"
 
 
 @pytest.fixture(scope="module")
-def prefect():
-    with prefect_test_harness(server_startup_timeout=120):
+def prefect(prefect_api):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: prefect_api}):
         yield
 
 
