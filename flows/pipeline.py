@@ -42,7 +42,7 @@ import networkx as nx
 from prefect import flow, get_run_logger, task
 from prefect.states import Failed
 
-from flows.dvc import lock_entry, repro
+from flows.dvc import lock_entry, repro, stage_env
 
 # One line per stage, and per training epoch: what `make pipeline` shows (main() gives it a console handler).
 PROGRESS = logging.getLogger("flows.progress")
@@ -121,18 +121,21 @@ def run_stage(name: str, root: str, force: bool = False, up_to_date: bool = Fals
 
 @task
 def promote(root: str):  # -> the decision, or a Failed state
-    """Give the newly registered model @champion if it beats the current one (see pipeline/promote.py)."""
-    from pipeline import promote as promotion
-    from pipeline.common import PipelineError
-    from pipeline.config import Paths, load_params
-
-    paths = Paths(Path(root))
-    try:
-        decision = promotion.run(load_params(paths.root / "params.yaml"), paths)
-    except PipelineError as exc:
-        line = f"error: promote: {exc}"
+    """Give the newly registered model @champion if it beats the current one: ``python -m pipeline.promote``
+    (`make promote`), as its own process like every stage, so flows import no stage; the decision is in
+    metrics/promote.json."""
+    logger = get_run_logger()
+    done = subprocess.run([sys.executable, "-m", "pipeline.promote", "--root", root, "--params",
+                           str(Path(root) / "params.yaml")], env=stage_env(), capture_output=True, text=True,
+                          errors="replace")
+    said = (done.stdout + done.stderr).splitlines()
+    for line in said:
+        logger.info(line)
+    if done.returncode:
+        line = next((x for x in reversed(said) if x.startswith("error: ")), f"error: promote: exit {done.returncode}")
         return Failed(message=line, data=StageFailed(line, transient=False))
-    get_run_logger().info("promotion: %s (%s)", decision["decision"], decision["reason"])
+    decision = json.loads((Path(root) / "metrics" / "promote.json").read_text())
+    logger.info("promotion: %s (%s)", decision["decision"], decision["reason"])
     return decision
 
 

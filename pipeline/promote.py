@@ -109,8 +109,10 @@ def run(params: Params, paths: Paths) -> dict:
     decision_file = paths.metrics / "promote.json"
     last = json.loads(decision_file.read_text()) if decision_file.exists() else {}
     if last.get("model_name") == name and last.get("candidate_version") == version:
-        decision = {**last, "decision": "nothing_new",
-                    "reason": f"no new model since version {version} ({last['decision']})"}
+        previous = last.get("previous_decision", last["decision"])  # what was decided for this version
+        decision = {**last, "decision": "nothing_new", "previous_decision": previous,
+                    "reason": f"no new model since version {version} ({previous})"}
+        write_json(decision_file, decision)
         log.info("promotion: %s", decision["reason"])
         return decision
 

@@ -119,3 +119,12 @@ def test_no_stage_imports_another_stage():
     stages = {_stage_module(s) for s in _stages().values()}
     for f in stages:
         assert not (_closure(f) & stages) - {f}, f"{f.relative_to(ROOT)} imports another stage"
+
+
+def test_flows_import_no_stage():
+    """Flows run stages through DVC and promotion as its own command, so DVC decides what is stale and a
+    stage's imports and side effects stay in its own process."""
+    stages = {_stage_module(s) for s in _stages().values()} | {PKG / "promote.py"}
+    for f in (ROOT / "flows").glob("*.py"):
+        reached = _closure(f) & stages
+        assert not reached, f"{f.relative_to(ROOT)} imports {', '.join(sorted(g.name for g in reached))}"
