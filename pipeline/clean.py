@@ -39,7 +39,7 @@ CHUNK = 20_000
 
 def check_pair(src: str, tgt: str, cfg: Clean, langs: tuple[str, str] = ("", "")) -> tuple[str, str, str | None]:
     """Normalise one pair; return it with the name of the filter that rejects it, or None."""
-    prep = cfg.preprocessing()
+    prep = cfg.preprocessing
     src, tgt = prep.text(src), prep.text(tgt)
     if not src or not tgt:
         return src, tgt, "empty"
@@ -68,6 +68,11 @@ def _check_chunk(args: tuple[list[tuple[str, str]], Clean, tuple[str, str]]) -> 
 def _chunk_with_originals(args: tuple[list[tuple[str, str]], Clean, tuple[str, str]]) -> list[tuple]:
     """``_check_chunk``, each result with its pair as read (what a carved held-out split keeps)."""
     return [(*checked, pair) for checked, pair in zip(_check_chunk(args), args[0], strict=True)]
+
+
+def _chunk_without_originals(args: tuple[list[tuple[str, str]], Clean, tuple[str, str]]) -> list[tuple]:
+    """``_check_chunk`` when nothing is carved: no raw text travels back from the pool for nothing."""
+    return [(*checked, None) for checked in _check_chunk(args)]
 
 
 def _digest(*parts: str) -> bytes:
@@ -112,7 +117,7 @@ def _raw_splits(paths: Paths) -> dict[str, dict]:
 
 
 def _unique(results: Iterator[tuple], seen: set[bytes], removed: Counter[str], held_out: dict[bytes, str]
-            ) -> Iterator[tuple[str, str, tuple[str, str]]]:
+            ) -> Iterator[tuple[str, str, tuple[str, str] | None]]:
     """The pairs that passed every filter, were not seen before and whose source is in no held-out split of
     the corpus, each with its original; counts what was removed."""
     for s, t, reason, original in results:
@@ -131,7 +136,7 @@ def _unique(results: Iterator[tuple], seen: set[bytes], removed: Counter[str], h
 def _copy_held_out(paths: Paths, out: Path, split: str, src: str, tgt: str, cfg: Clean) -> list[bytes]:
     """A held-out split of the corpus: the original files copied byte for byte, and every line prepared as
     the translator prepares its input. Returns the digest of each prepared source, line by line."""
-    prep, sources = cfg.preprocessing(), []
+    prep, sources = cfg.preprocessing, []
     for lang in (src, tgt):
         shutil.copyfile(paths.raw / f"{split}.{lang}", out / "original" / f"{split}.{lang}")
     with open(out / f"{split}.{src}", "w", encoding="utf-8") as fs, \
@@ -170,7 +175,8 @@ def run(params: Params, paths: Paths) -> dict:
         workers = min(2, os.cpu_count() or 1)
         pool = stack.enter_context(mp.get_context("spawn").Pool(workers)) if workers > 1 else None
         chunks = _chunks(_read_pairs(paths.raw, "train", src, tgt), cfg, (src, tgt))
-        results = pool.imap(_chunk_with_originals, chunks) if pool else map(_chunk_with_originals, chunks)
+        check = _chunk_with_originals if missing else _chunk_without_originals
+        results = pool.imap(check, chunks) if pool else map(check, chunks)
         for s, t, original in _unique(itertools.chain.from_iterable(results), seen, removed, held_out):
             split = _split_of(s, cfg, missing) if missing else "train"
             if split == "train":

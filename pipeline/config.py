@@ -8,6 +8,7 @@ field with the same value as the defaults here (a test checks it): DVC only sees
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -114,8 +115,10 @@ class Clean(Section):
     test_fraction: Fraction = 0.04
     seed: int = 1
 
+    @functools.cached_property
     def preprocessing(self) -> Preprocessing:
-        """What is done to every sentence before the tokenizer: training pairs and translator input alike."""
+        """What is done to every sentence before the tokenizer: training pairs and translator input alike
+        (built once: the clean stage asks for it for every pair)."""
         return Preprocessing(self.normalize, self.strip_markup, self.korean_morphemes)
 
 

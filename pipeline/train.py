@@ -128,7 +128,7 @@ def valid_bleu(s: Session) -> float:
     translator, against the references as downloaded. Greedy, with the project's length limit: a signal
     for every epoch, and the beam settings can change without retraining (dvc.yaml lists only the limit)."""
     sources, references = s.valid_text
-    translator = Translator(s.model, *s.tokenizers, s.params.clean.preprocessing(), s.params.build.max_len,
+    translator = Translator(s.model, *s.tokenizers, s.params.clean.preprocessing, s.params.build.max_len,
                             from_params(s.params, beam_size=1))
     return corpus_score(translator.translate(sources), references, s.params.data.tgt)
 
