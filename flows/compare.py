@@ -203,12 +203,11 @@ def write_report(root: Path, grid: str, sweep: str, experiments: dict[str, dict[
 def _p_values(root: Path, client: Any, rows: list[dict]) -> None:
     """Each row's p-value against the best row (paired bootstrap on test BLEU), where both runs logged their
     test hypotheses and were scored on the project's own test set (the same test-data hash)."""
-    import mlflow
 
     from pipeline.common import read_lines
     from pipeline.config import load_params
     from pipeline.scoring import files_digest, paired_test
-    from pipeline.tracking import TEST_HYPOTHESES
+    from pipeline.tracking import logged_hypotheses
 
     params = load_params(root / "params.yaml")
     files = [root / "data" / "clean" / "original" / f"test.{lang}" for lang in (params.data.src, params.data.tgt)]
@@ -219,11 +218,7 @@ def _p_values(root: Path, client: Any, rows: list[dict]) -> None:
     def hypotheses(run: Any) -> list[str] | None:
         if run is None or run.data.tags.get("test_data") != test_data:
             return None
-        try:
-            return read_lines(Path(mlflow.artifacts.download_artifacts(
-                run_id=run.info.run_id, artifact_path=TEST_HYPOTHESES, tracking_uri=client.tracking_uri)))
-        except Exception:  # MlflowException, OSError: the run logged none
-            return None
+        return logged_hypotheses(run.info.run_id, client.tracking_uri)
 
     best = hypotheses(rows[0]["run"])
     if best is None:

@@ -46,7 +46,7 @@ from flows.dvc import lock_entry, repro, stage_env
 
 # One line per stage, and per training epoch: what `make pipeline` shows (main() gives it a console handler).
 PROGRESS = logging.getLogger("flows.progress")
-SAID = {"ran": "ran", "cached": "cached", "unchanged": "ran, outputs unchanged"}
+SAID = {"unchanged": "ran, outputs unchanged"}  # the other statuses say themselves
 _EPOCH = re.compile(r"(epoch \d+: train loss .*?)\s*$")
 
 
@@ -84,6 +84,10 @@ def stage_plan(root: Path) -> tuple[list[str], set[str]]:
         return order, stale if stale <= set(order) else set(order)  # a name we cannot place: ask DVC for each
 
 
+def _say(stage: str, status: str, seconds: float) -> None:
+    PROGRESS.info("%-9s %-22s %6.1f s", stage, SAID.get(status, status), seconds)
+
+
 def _transient(task, task_run, state) -> bool:
     return isinstance(state.data, StageFailed) and state.data.transient
 
@@ -97,7 +101,7 @@ def run_stage(name: str, root: str, force: bool = False, up_to_date: bool = Fals
     start = time.perf_counter()
     if up_to_date and not force:
         logger.info("stage %s: cached (dvc status: up to date)", name)
-        PROGRESS.info("%-9s %-22s %6.1f s", name, SAID["cached"], time.perf_counter() - start)
+        _say(name, "cached", time.perf_counter() - start)
         return {"stage": name, "status": "cached", "seconds": round(time.perf_counter() - start, 1)}
     before = lock_entry(Path(root), name)
 
@@ -109,13 +113,13 @@ def run_stage(name: str, root: str, force: bool = False, up_to_date: bool = Fals
     outcome = repro(Path(root), [name], single_item=True, force=force, on_line=on_line)
     seconds = round(time.perf_counter() - start, 1)
     if outcome.error:
-        PROGRESS.info("%-9s %-22s %6.1f s", name, "failed", seconds)
+        _say(name, "failed", seconds)
         return Failed(message=outcome.error, data=StageFailed(outcome.error, outcome.transient))
     status = "cached"
     if name in outcome.ran:  # "unchanged": it ran (download looks upstream every time) and made the same outputs
         status = "unchanged" if before and before == lock_entry(Path(root), name) else "ran"
     logger.info("stage %s: %s (%.1fs)", name, status, seconds)
-    PROGRESS.info("%-9s %-22s %6.1f s", name, SAID[status], seconds)
+    _say(name, status, seconds)
     return {"stage": name, "status": status, "seconds": seconds}
 
 

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 from pipeline.cli import stage_main
 from pipeline.common import PipelineError, read_lines, write_json
 from pipeline.config import Params, Paths
 from pipeline.scoring import paired_test
-from pipeline.tracking import TEST_HYPOTHESES, connect
+from pipeline.tracking import connect, logged_hypotheses
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +56,6 @@ def significant(candidate: list[str], champion: list[str], references: list[str]
     return True, f"{key} {new:.2f} beats {old:.2f} significantly (p = {p:.3f} < {level})"
 
 
-def _hypotheses(client: Any, version: Any) -> list[str] | None:
-    """The test hypotheses logged with a version's run; None for versions registered before they were."""
-    import mlflow
-
-    try:
-        path = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=TEST_HYPOTHESES,
-                                                   tracking_uri=client.tracking_uri)
-    except Exception:  # MlflowException, OSError: no such artifact
-        return None
-    return read_lines(Path(path))
-
-
 def _decide(candidate: Any, champion: Any | None, key: str, params: Params, paths: Paths, client: Any
             ) -> tuple[str, str]:
     """(decision, reason) for ``candidate`` against the current ``champion`` (model versions)."""
@@ -83,7 +70,7 @@ def _decide(candidate: Any, champion: Any | None, key: str, params: Params, path
                                   f"not promoting version {candidate.version} ({key} {new:.2f}): compare them "
                                   "on one test set, or set the alias by hand in the MLflow UI")
     old = float(champion.tags[key])
-    hyps = {v.version: _hypotheses(client, v) for v in (candidate, champion)}
+    hyps = {v.version: logged_hypotheses(v.run_id, client.tracking_uri) for v in (candidate, champion)}
     if any(h is None for h in hyps.values()) or params.registry.significance is None:
         better = new > old  # no hypotheses to test (a version from before they were logged), or asked so
         why = f"{key} {new:.2f} {'beats' if better else 'does not beat'} {old:.2f}"

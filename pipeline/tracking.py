@@ -18,11 +18,23 @@ from typing import Any
 
 import yaml
 
-from pipeline.common import git_commit
+from pipeline.common import git_commit, read_lines
 
 log = logging.getLogger(__name__)
 
 TEST_HYPOTHESES = "evaluation/test.hyp"  # a run's test hypotheses: evaluate logs them, promotion and compare test them
+
+
+def logged_hypotheses(run_id: str, tracking_uri: str) -> list[str] | None:
+    """The test hypotheses a run logged; None for a run that logged none (one from before they were)."""
+    import mlflow
+
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TEST_HYPOTHESES,
+                                                   tracking_uri=tracking_uri)
+    except Exception:  # MlflowException, OSError: no such artifact
+        return None
+    return read_lines(Path(path))
 
 
 def project_root(root: Path) -> Path:
