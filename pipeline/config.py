@@ -237,8 +237,9 @@ class Train(Section):
     max_minutes: Annotated[float, Field(gt=0.0)] | None = None  # training time budget; stops after the step
     lr: Annotated[float, Field(gt=0.0)] = 2e-3
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
-    scheduler: Literal["constant", "noam", "cosine"] = "constant"
+    scheduler: Literal["constant", "noam", "cosine", "wsd"] = "constant"
     warmup_steps: Annotated[int, Field(ge=0)] = 0
+    decay_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2  # wsd: the last share of the run that decays
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     clip: Annotated[float, Field(gt=0.0)] = 1.0
     accumulate: PositiveInt = 1  # batches per optimiser step (x processes under torchrun)
@@ -252,7 +253,7 @@ class Train(Section):
     average_last: Annotated[int, Field(ge=0)] = 0  # average the last N step checkpoints into the model; 0 = off
     seed: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # CUDA only; auto: bf16 where supported, else fp16
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 where native (GPU or CPU), fp16 on older GPUs
     compile: bool = False  # torch.compile the model
     threads: int = 0  # torch intra-op threads on CPU; 0 = all cores
     processes: PositiveInt = 1  # > 1: DDP, the train stage relaunches itself under torchrun

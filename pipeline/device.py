@@ -22,22 +22,35 @@ def choose_device(pref: str, what: str = "train.device") -> torch.device:
 
 
 def choose_amp(setting: str, cuda: bool, bf16_supported: bool) -> torch.dtype | None:
-    """The autocast dtype for ``train.amp``: ``auto`` is bf16 on GPUs that have it, else fp16 (with a
-    GradScaler: T4, V100); none on the CPU, where bf16 autocast is slower than fp32 on most processors."""
-    if setting == "off" or not cuda:
+    """The autocast dtype for ``train.amp``. ``auto``: on a GPU, bf16 where it has it, else fp16 (with a
+    GradScaler: T4, V100); on a CPU, bf16 where the processor multiplies bf16 natively (AVX512-BF16 or
+    AMX; measured 1.4-1.6x fp32's training tokens/s here, docs/benchmarks.md), else none: emulated bf16
+    is slower than fp32. ``bf16_supported`` is the GPU's or the CPU's, as ``cuda`` says."""
+    if setting == "off":
         return None
+    where = "this GPU" if cuda else "this CPU (no AVX512-BF16 or AMX)"
     if setting == "bf16":
         if not bf16_supported:
-            raise PipelineError("train.amp is 'bf16' but this GPU has no bf16; use 'auto' or 'fp16'")
+            raise PipelineError(f"train.amp is 'bf16' but {where} has no native bf16; use 'auto' or 'off'")
         return torch.bfloat16
     if setting == "fp16":
+        if not cuda:
+            raise PipelineError("train.amp is 'fp16', which needs a CUDA GPU; use 'auto', 'bf16' or 'off' on a CPU")
         return torch.float16
-    return torch.bfloat16 if bf16_supported else torch.float16
+    if cuda:
+        return torch.bfloat16 if bf16_supported else torch.float16
+    return torch.bfloat16 if bf16_supported else None
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (torch's own probe; private, hence the guard)."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
 
 
 def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     cuda = device.type == "cuda"
-    return choose_amp(setting, cuda, cuda and torch.cuda.is_bf16_supported())
+    return choose_amp(setting, cuda, torch.cuda.is_bf16_supported() if cuda else cpu_has_bf16())
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 def lr_factor(cfg: Train, step: int, progress: float) -> float:
     """Multiplier of train.lr at optimiser step ``step`` (0-based). ``progress`` (0 to 1) is how far
     training is: through its epochs, or through ``max_minutes``, whichever is further; so a time-budgeted
-    cosine schedule anneals by the end of the budget instead of by an epoch count it never reaches."""
+    schedule anneals by the end of the budget instead of by an epoch count it never reaches."""
     s, warm = step + 1, cfg.warmup_steps
     if cfg.scheduler == "noam":  # linear warmup, then 1/sqrt(step); peaks at lr
         return min(s / max(warm, 1), math.sqrt(max(warm, 1) / s))
@@ -69,6 +69,12 @@ def lr_factor(cfg: Train, step: int, progress: float) -> float:
         return s / warm
     if cfg.scheduler == "cosine":
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))  # down to 10% of lr
+    if cfg.scheduler == "wsd":
+        # warmup-stable-decay: the full rate until the last ``decay_fraction`` of the run, then down to 0 in
+        # the "1 - sqrt" shape, which Hägele et al. (2024) found to match cosine at any length; the stable
+        # phase keeps the high-rate progress that a cosine over a short budget gives away early
+        into_decay = (progress - (1.0 - cfg.decay_fraction)) / cfg.decay_fraction
+        return 1.0 - math.sqrt(min(max(into_decay, 0.0), 1.0))
     return 1.0
 
 

@@ -271,10 +271,30 @@ def test_amp_is_fp16_with_a_scaler_where_the_gpu_has_no_bf16():
 
     assert choose_amp("auto", cuda=True, bf16_supported=False) is torch.float16  # T4, V100: GradScaler
     assert choose_amp("auto", cuda=True, bf16_supported=True) is torch.bfloat16
-    assert choose_amp("auto", cuda=False, bf16_supported=False) is None  # CPU: full precision
+    assert choose_amp("auto", cuda=False, bf16_supported=False) is None  # a CPU without native bf16: fp32
+    assert choose_amp("auto", cuda=False, bf16_supported=True) is torch.bfloat16  # AVX512-BF16 or AMX
     assert choose_amp("off", cuda=True, bf16_supported=True) is None
-    with pytest.raises(PipelineError, match="train.amp is 'bf16' but this GPU has no bf16"):
+    assert choose_amp("off", cuda=False, bf16_supported=True) is None
+    with pytest.raises(PipelineError, match="train.amp is 'bf16' but this GPU has no native bf16"):
         choose_amp("bf16", cuda=True, bf16_supported=False)
+    with pytest.raises(PipelineError, match="this CPU .no AVX512-BF16 or AMX. has no native bf16"):
+        choose_amp("bf16", cuda=False, bf16_supported=False)
+    with pytest.raises(PipelineError, match="'fp16', which needs a CUDA GPU"):
+        choose_amp("fp16", cuda=False, bf16_supported=True)
+
+
+def test_wsd_schedule_holds_the_rate_then_decays_over_the_last_fraction_of_the_budget():
+    from pipeline.config import Train
+
+    cfg = Train(scheduler="wsd", warmup_steps=10, decay_fraction=0.2, epochs=200, max_minutes=100)
+    total = 10**6  # the budget, not the epochs, ends this run
+    assert train.lr_factor(cfg, 4, 0.0) == pytest.approx(0.5)  # warmup
+    at = {minutes: train.lr_factor(cfg, 5000, train.progress(cfg, 5000, total, minutes * 60))
+          for minutes in (10, 79, 85, 95, 100)}
+    assert at[10] == at[79] == 1.0  # stable
+    assert at[85] == pytest.approx(1 - 0.25 ** 0.5)  # a quarter into the decay: 1 - sqrt
+    assert at[95] == pytest.approx(1 - 0.75 ** 0.5)
+    assert at[100] == pytest.approx(0.0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
