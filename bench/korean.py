@@ -17,6 +17,11 @@ its signature is printed with it.
 * ``stats``: what each preprocessing choice does to the data itself, without training: lines that
   NFKC changes (and which characters), lines with reST markup, tokens per sentence and the <unk>
   rate on FLORES and news of each vocabulary choice, and the morpheme split's speed and length.
+* ``curve``: a project trained by the pipeline with a recipe (``make pipeline RECIPE=ko-en``): for the
+  step checkpoints about every ``--every`` training minutes, the valid loss and the test split's
+  BLEU/chrF under the evaluation protocol (the sources as downloaded through the translator, the
+  references as downloaded, the project's decoding), and ten everyday sentences at ``--sentences-at``
+  minutes: the answer to "how long must I train".
 * ``main``: a recipe (pipeline/recipes/<direction>.yaml) with one architecture under a time budget:
   BLEU/chrF/bits-per-character on FLORES, news and in-domain, 10 FLORES translations beside the
   references, three everyday sentences, and the learning curve from step checkpoints every 200 steps.
@@ -29,12 +34,14 @@ sizes were not compared at equal time here.
     python bench/korean.py ablations --arch transformer --minutes 7 --beam 1 --out bench/out/ko-ablations
     python bench/korean.py ablations --rows "the recipe" ...   # one row again, after a change
     python bench/korean.py main --direction ko-en --arch transformer --minutes 10 --out bench/out/ko-en-transformer
+    python bench/korean.py curve --project ../ko-en-long --out bench/out/ko-en-long-curve
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import math
 import os
 import shutil
@@ -58,13 +65,14 @@ from data_stages import scratch_project  # noqa: E402
 from pipeline import build, clean, download, embed, tokenizer, train  # noqa: E402
 from pipeline.checkpoint import load_model  # noqa: E402
 from pipeline.common import setup_logging  # noqa: E402
-from pipeline.config import RECIPES, merged  # noqa: E402
+from pipeline.config import RECIPES, Paths, load_params, merged  # noqa: E402
 from pipeline.data import Pairs, load_split, token_batches  # noqa: E402
 from pipeline.decoding import from_params  # noqa: E402
-from pipeline.scoring import bleu_metric  # noqa: E402
+from pipeline.models import build_model  # noqa: E402
+from pipeline.scoring import bleu_metric, corpus_scores  # noqa: E402
 from pipeline.text import normalise, strip_markup  # noqa: E402
 from pipeline.translator import Translator  # noqa: E402
-from pipeline.vocab import BOS, EOS  # noqa: E402
+from pipeline.vocab import BOS, EOS, load_tokenizers  # noqa: E402
 
 MODELS = {
     "rnn": {"model": {"arch": "rnn", "emb_dim": 128, "hidden": 256, "dropout": 0.3},
@@ -82,8 +90,14 @@ ABLATIONS = {  # one change each against the recipe's preprocessing (pipeline/re
     "vocabulary 16,000 per side": {"tokenize": {"vocab_size": 16000}},
     "joint vocabulary 16,000": {"tokenize": {"vocab_size": 16000, "joint": True}},
 }
-EVERYDAY = {"ko": ["저는 매일 아침 커피를 마셔요.", "이 책은 정말 재미있어요.", "내일 비가 올까요?"],
-            "en": ["I drink coffee every morning.", "This book is really interesting.", "Will it rain tomorrow?"]}
+EVERYDAY = {"ko": ["저는 매일 아침 커피를 마셔요.", "이 책은 정말 재미있어요.", "내일 비가 올까요?",
+                   "역까지 가는 길을 알려 주시겠어요?", "저는 한국어를 조금 할 수 있어요.",
+                   "이 식당은 몇 시에 문을 닫나요?", "어제 친구와 영화를 봤어요.", "이 파일을 열 수 없습니다.",
+                   "방이 너무 추워요.", "도와주셔서 감사합니다."],
+            "en": ["I drink coffee every morning.", "This book is really interesting.", "Will it rain tomorrow?",
+                   "Could you tell me the way to the station?", "I can speak a little Korean.",
+                   "What time does this restaurant close?", "I watched a movie with a friend yesterday.",
+                   "This file cannot be opened.", "The room is too cold.", "Thank you for your help."]}
 
 
 def _lines(path: Path) -> list[str]:
@@ -261,13 +275,69 @@ def curve(paths, max_tokens: int) -> list[tuple[int, float]]:
     return points
 
 
+def _checkpoint_minutes(files: list[Path]) -> list[tuple[Path, float]]:
+    """Each step checkpoint with the training minutes it was written at (validation not counted)."""
+    return [(f, torch.load(f, map_location="cpu", weights_only=True)["state"]["train_seconds"] / 60) for f in files]
+
+
+def _every(points: list[tuple[Path, float]], minutes: float) -> list[tuple[Path, float]]:
+    """The first checkpoint past each multiple of ``minutes``, and the last one."""
+    chosen, mark = [], minutes
+    for f, at in points:
+        if at >= mark:
+            chosen.append((f, at))
+            mark = (at // minutes + 1) * minutes
+    return chosen if chosen and chosen[-1] == points[-1] else [*chosen, points[-1]]
+
+
+def curve_run(args: argparse.Namespace) -> None:
+    project = args.project.resolve()
+    params, paths = load_params(project / "params.yaml"), Paths(project)
+    src, tgt = params.data.src, params.data.tgt
+    meta = json.loads((paths.dataset / "meta.json").read_text())
+    model = build_model(**params.model.fields(meta["src_vocab"], meta["tgt_vocab"], params.tokenize.joint)).eval()
+    translator = Translator(model, *load_tokenizers(paths.tokenizer), params.clean.preprocessing,
+                            params.build.max_len, from_params(params))
+    test = paths.original / "test"
+    sources, references = _lines(test.with_suffix(f".{src}")), _lines(test.with_suffix(f".{tgt}"))
+    valid = load_split(paths.dataset, "valid")
+    points = _checkpoint_minutes(sorted(paths.checkpoints.glob("step-*.pt")))
+    if not points:
+        raise SystemExit(f"no step checkpoints in {paths.checkpoints}")
+    rows, translations = [], {}
+    chosen = [(f, minutes, "model") for f, minutes in _every(points, args.every)]
+    if (paths.model / "model.pt").exists():  # the stage's output: the best epoch, or the checkpoint average
+        chosen.append((paths.model / "model.pt", points[-1][1], "state_dict"))
+    for f, minutes, key in chosen:
+        model.load_state_dict(torch.load(f, map_location="cpu", weights_only=True)[key])
+        loss = train.valid_loss(model, valid, params.build.max_tokens, torch.device("cpu"))
+        tic = time.perf_counter()
+        scores = corpus_scores(translator.translate(sources), references, tgt)
+        rows.append((f.stem.split("-")[-1], minutes, loss, scores, time.perf_counter() - tic))
+        print(f"step {rows[-1][0]} ({minutes:.1f} min): valid loss {loss:.3f}, BLEU {scores['bleu']:.2f}, "
+              f"chrF {scores['chrf']:.2f} ({rows[-1][4]:.0f} s to translate)", flush=True)
+        for at in args.sentences_at:
+            if at not in translations and minutes >= at - args.every / 2:
+                translations[at] = (minutes, translator.translate(EVERYDAY[src]))
+    print(f"\n{src}→{tgt}; BLEU {scores['bleu_signature']}; chrF {scores['chrf_signature']}\n")
+    print("| training minutes | step | valid loss | valid ppl | BLEU | chrF |\n|---:|---:|---:|---:|---|---|")
+    for step, minutes, loss, sc, _ in rows:
+        print(f"| {minutes:.0f} | {step} | {loss:.3f} | {math.exp(loss):.1f} | {sc['bleu']:.2f} ± {sc['bleu_ci']:.2f} "
+              f"| {sc['chrf']:.2f} ± {sc['chrf_ci']:.2f} |")
+    minutes_seen = sorted(translations)
+    print("\n| sentence | " + " | ".join(f"{translations[m][0]:.0f} min" for m in minutes_seen) + " |")
+    print("|---|" + "---|" * len(minutes_seen))
+    for i, sentence in enumerate(EVERYDAY[src]):
+        print(f"| {sentence} | " + " | ".join(translations[m][1][i] for m in minutes_seen) + " |")
+
+
 def stats(args: argparse.Namespace) -> None:
     """What each preprocessing choice does to the data itself (no training): fast and exact."""
     from collections import Counter
 
     from pipeline.config import Tokenize
+    from pipeline.stages.tokenizer import train_tokenizer, unknown_rate
     from pipeline.text import korean_morphemes
-    from pipeline.tokenizer import train_tokenizer, unknown_rate
 
     files = held_out(args.out.parent / "ko-corpus")
     train_lines = {lang: files["train"][lang].read_text(encoding="utf-8").splitlines() for lang in ("ko", "en")}
@@ -320,7 +390,7 @@ def stats(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["ablations", "forced", "main", "stats"])
+    parser.add_argument("mode", choices=["ablations", "curve", "forced", "main", "stats"])
     parser.add_argument("--direction", choices=["ko-en", "en-ko"], default="ko-en")
     parser.add_argument("--arch", choices=sorted(MODELS), default="rnn")
     parser.add_argument("--minutes", type=float, default=6.0)
@@ -329,6 +399,10 @@ def main() -> None:
     parser.add_argument("--beam", type=int, default=5, help="beam size of the scores (1 = greedy)")
     parser.add_argument("--rows", nargs="+", help="ablations, forced: only the rows whose names start so "
                         "(e.g. 'the recipe'), to re-measure one after a change")
+    parser.add_argument("--project", type=Path, help="curve: the project folder trained with a recipe")
+    parser.add_argument("--every", type=float, default=15.0, help="curve: minutes between scored checkpoints")
+    parser.add_argument("--sentences-at", type=float, nargs="+", default=[25.0, 75.0, 150.0],
+                        help="curve: training minutes at which to translate the everyday sentences")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.rows and not _rows(args):
@@ -337,7 +411,10 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(args.out / "checkpoints", ignore_errors=True)
-    {"ablations": ablations, "forced": forced, "main": main_run, "stats": stats}[args.mode](args)
+    if args.mode == "curve" and not args.project:
+        parser.error("curve needs --project")
+    modes = {"ablations": ablations, "curve": curve_run, "forced": forced, "main": main_run, "stats": stats}
+    modes[args.mode](args)
 
 
 if __name__ == "__main__":
