@@ -33,10 +33,10 @@ compare: $(STAMP)  ## run a grid of models as DVC experiments (GRID=lineup, JOBS
 	$(PY) -m flows.compare --grid $(or $(GRID),lineup) --jobs $(or $(JOBS),1)
 
 promote: $(STAMP)  ## give the last registered model @champion if it beats the current one
-	$(PY) -m pipeline.promote
+	$(PY) -m pipeline.stages.promote
 
 serve-model: $(STAMP)  ## serve models:/<name>@champion over HTTP on 127.0.0.1:5001 (POST /invocations)
-	$(PY) -m pipeline.serving
+	$(PY) -m pipeline.inference.serving
 
 test: $(STAMP)  ## lint, then the test suite
 	$(VENV)/bin/ruff check .

@@ -112,8 +112,8 @@ def baselines(root: Path, n: int = 100_000) -> dict:
     """Same-run baselines on the first n pairs: one-process cleaning, per-line encoding."""
     from tokenizers import Tokenizer
 
-    from pipeline.clean import CHUNK, _check_chunk
     from pipeline.config import Clean
+    from pipeline.stages.clean import CHUNK, _check_chunk
 
     de = (root / "data" / "raw" / "train.de").read_text(encoding="utf-8").splitlines()[:n]
     en = (root / "data" / "raw" / "train.en").read_text(encoding="utf-8").splitlines()[:n]

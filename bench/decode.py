@@ -5,7 +5,7 @@ Bahdanau), translates the 1,000 test sources as downloaded with greedy search an
 1.0, the project's decoding otherwise), and prints seconds, sentences/s, decoder steps and cased BLEU
 for each way of decoding, all measured in this run (one warm-up batch first):
 
-* PyTorch: what the pipeline uses (``pipeline.search``: stops a sentence once no live hypothesis can beat
+* PyTorch: what the pipeline uses (``pipeline.inference.search``: stops a sentence once no live hypothesis can beat
   its best finished one);
 * PyTorch, the previous search: the same with the beam search before that rule (it waited for ``beam``
   finished hypotheses), kept here as the reference; the bench says whether both give identical output;
@@ -29,14 +29,14 @@ from torch import Tensor
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import pipeline.translator as translator_module  # noqa: E402
+import pipeline.inference.translator as translator_module  # noqa: E402
 from pipeline.config import Paths, load_params  # noqa: E402
-from pipeline.ct2 import ct2_translator  # noqa: E402
 from pipeline.decoding import from_params  # noqa: E402
+from pipeline.inference.ct2 import ct2_translator  # noqa: E402
+from pipeline.inference.search import _pad, beam_search, greedy, length_penalty  # noqa: E402
+from pipeline.inference.translator import Translator  # noqa: E402
 from pipeline.models.base import Seq2SeqBase, map_tensors  # noqa: E402
-from pipeline.search import _pad, beam_search, greedy, length_penalty  # noqa: E402
-from pipeline.translator import Translator  # noqa: E402
-from pipeline.vocab import BOS, EOS  # noqa: E402
+from pipeline.tokens import BOS, EOS  # noqa: E402
 
 
 def _select(obj: dict, rows: Tensor) -> dict:

@@ -43,12 +43,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from data_stages import make_corpus, run_stage, scratch_project  # noqa: E402
 
-from pipeline import build, clean, download, evaluate, glove, tokenizer, train  # noqa: E402
+from pipeline import glove  # noqa: E402
 from pipeline.common import setup_logging  # noqa: E402
 from pipeline.config import merged  # noqa: E402
 from pipeline.models.base import Seq2SeqBase  # noqa: E402
 from pipeline.models.transformer import TransformerSeq2Seq  # noqa: E402
-from pipeline.vocab import load_tokenizers  # noqa: E402
+from pipeline.stages import build, clean, download, evaluate, tokenizer, train  # noqa: E402
+from pipeline.tokens import load_tokenizers  # noqa: E402
 
 CORPORA = {
     "multi30k": {"data": {"corpus": "multi30k", "src": "de", "tgt": "en"}},

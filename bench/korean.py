@@ -62,17 +62,17 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from data_stages import scratch_project  # noqa: E402
 
-from pipeline import build, clean, download, embed, tokenizer, train  # noqa: E402
 from pipeline.checkpoint import load_model  # noqa: E402
 from pipeline.common import setup_logging  # noqa: E402
 from pipeline.config import RECIPES, Paths, load_params, merged  # noqa: E402
-from pipeline.data import Pairs, load_split, token_batches  # noqa: E402
+from pipeline.dataset import Pairs, load_split, token_batches  # noqa: E402
 from pipeline.decoding import from_params  # noqa: E402
+from pipeline.inference.translator import Translator  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
 from pipeline.scoring import bleu_metric, corpus_scores  # noqa: E402
+from pipeline.stages import build, clean, download, embed, tokenizer, train  # noqa: E402
 from pipeline.text import normalise, strip_markup  # noqa: E402
-from pipeline.translator import Translator  # noqa: E402
-from pipeline.vocab import BOS, EOS, load_tokenizers  # noqa: E402
+from pipeline.tokens import BOS, EOS, load_tokenizers  # noqa: E402
 
 MODELS = {
     "rnn": {"model": {"arch": "rnn", "emb_dim": 128, "hidden": 256, "dropout": 0.3},

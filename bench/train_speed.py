@@ -39,11 +39,11 @@ SHARED = ROOT.parent / "shared" / "corpora" / "multi30k"
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import Tokenize  # noqa: E402
-from pipeline.data import Pairs, token_batches  # noqa: E402
+from pipeline.dataset import Pairs, token_batches  # noqa: E402
 from pipeline.device import autocast, cpu_has_bf16  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
-from pipeline.tokenizer import train_tokenizer  # noqa: E402
-from pipeline.vocab import BOS, EOS, PAD  # noqa: E402
+from pipeline.stages.tokenizer import train_tokenizer  # noqa: E402
+from pipeline.tokens import BOS, EOS, PAD  # noqa: E402
 
 
 class NaiveBahdanau(nn.Module):

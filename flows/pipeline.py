@@ -13,7 +13,7 @@ cache: whatever one of them built, the others reuse.
   ``$NMT_RETRY_DELAY`` seconds (default 30); never a 404, a checksum mismatch or bad params.
 * One run at a time per project: a second one stops at once with one line.
 * After the stages, the newly registered model becomes ``@champion`` only if it beats the current one
-  (``pipeline/promote.py``); the summary (stages, scores, model URI, promotion) is also a Prefect
+  (``pipeline/stages/promote.py``); the summary (stages, scores, model URI, promotion) is also a Prefect
   markdown artifact.
 
     python -m flows.pipeline                        # run once (ephemeral Prefect, no server)
@@ -125,11 +125,11 @@ def run_stage(name: str, root: str, force: bool = False, up_to_date: bool = Fals
 
 @task
 def promote(root: str):  # -> the decision, or a Failed state
-    """Give the newly registered model @champion if it beats the current one: ``python -m pipeline.promote``
+    """Give the newly registered model @champion if it beats the current one: ``python -m pipeline.stages.promote``
     (`make promote`), as its own process like every stage, so flows import no stage; the decision is in
     metrics/promote.json."""
     logger = get_run_logger()
-    done = subprocess.run([sys.executable, "-m", "pipeline.promote", "--root", root, "--params",
+    done = subprocess.run([sys.executable, "-m", "pipeline.stages.promote", "--root", root, "--params",
                            str(Path(root) / "params.yaml")], env=stage_env(), capture_output=True, text=True,
                           errors="replace")
     said = (done.stdout + done.stderr).splitlines()

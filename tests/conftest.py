@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import build, clean, download, embed, tokenizer
 from pipeline.config import Params, Paths, load_params, merged
+from pipeline.stages import build, clean, download, embed, tokenizer
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here for telemetry
 

@@ -26,16 +26,16 @@ def test_a_duplicate_key_in_params_stops_the_pipeline_in_one_line(tmp_path):
     first = next(i for i, line in enumerate(before.decode().splitlines(), 1) if line == "train:")
     last = len(before.decode().splitlines()) - 1
     for args in (["-m", "flows.pipeline", "--root", str(tmp_path)],
-                 ["-m", "pipeline.clean", "--root", str(tmp_path), "--params", str(params)]):
+                 ["-m", "pipeline.stages.clean", "--root", str(tmp_path), "--params", str(params)]):
         line = _one_line(_run(*args))
         assert line.endswith(f"params.yaml:{last}: duplicate key 'train' (first on line {first}); keep one of them")
     assert params.read_bytes() == before
 
 
 def test_translate_refuses_input_that_is_not_utf8(tmp_path):
-    line = _one_line(_run("-m", "pipeline.translate", "--root", str(tmp_path), stdin=b"ok\n\xff\xfe abc\n"))
+    line = _one_line(_run("-m", "pipeline.inference.command", "--root", str(tmp_path), stdin=b"ok\n\xff\xfe abc\n"))
     assert line.startswith("error: translate: stdin line 2 is not UTF-8 text")
-    line = _one_line(_run("-m", "pipeline.translate", "--root", str(tmp_path), "ok", b"\xff\xfe abc"))
+    line = _one_line(_run("-m", "pipeline.inference.command", "--root", str(tmp_path), "ok", b"\xff\xfe abc"))
     assert line.startswith("error: translate: argument 2 is not UTF-8 text")
 
 
@@ -51,7 +51,8 @@ def _raw_corpus(root, splits: dict[str, list[tuple[str, str]]]):
 
 def test_a_corpus_too_small_to_carve_a_split_says_so(tmp_path):
     _raw_corpus(tmp_path, {"train": [("하나", "one"), ("둘", "two"), ("셋", "three")]})
-    line = _one_line(_run("-m", "pipeline.clean", "--root", str(tmp_path), "--params", str(tmp_path / "params.yaml")))
+    line = _one_line(_run("-m", "pipeline.stages.clean", "--root", str(tmp_path),
+                          "--params", str(tmp_path / "params.yaml")))
     assert "3 pairs are too few to carve a valid split out of train (clean.valid_fraction: 0.04)" in line
     assert "loosen" not in line and not (tmp_path / "data" / "clean").exists()
 
@@ -59,13 +60,14 @@ def test_a_corpus_too_small_to_carve_a_split_says_so(tmp_path):
 def test_an_empty_test_split_is_one_line_at_clean_and_at_evaluate(tmp_path):
     pairs = [(f"문장 {i}", f"sentence {i}") for i in range(300)]
     _raw_corpus(tmp_path, {"train": pairs, "test": []})
-    line = _one_line(_run("-m", "pipeline.clean", "--root", str(tmp_path), "--params", str(tmp_path / "params.yaml")))
+    line = _one_line(_run("-m", "pipeline.stages.clean", "--root", str(tmp_path),
+                          "--params", str(tmp_path / "params.yaml")))
     assert line == "error: clean: the corpus's own test split is empty; give it sentences, or leave it out to " \
                    "carve one out of train"
     original = tmp_path / "data" / "clean" / "original"  # as a clean stage of an older version could leave it
     original.mkdir(parents=True)
     (original / "test.ko").write_text("")
     (original / "test.en").write_text("")
-    line = _one_line(_run("-m", "pipeline.evaluate", "--root", str(tmp_path),
+    line = _one_line(_run("-m", "pipeline.stages.evaluate", "--root", str(tmp_path),
                           "--params", str(tmp_path / "params.yaml")))
     assert line.startswith("error: evaluate: ") and "test.ko is empty" in line

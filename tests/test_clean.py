@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from pipeline import clean
 from pipeline.common import PipelineError
 from pipeline.config import Clean, Paths, load_params
+from pipeline.stages import clean
 from pipeline.text import normalise
 from tests.conftest import write_params
 

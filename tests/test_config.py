@@ -53,7 +53,7 @@ def test_custom_corpus_requires_files(tmp_path):
 
 def test_stage_cli_prints_one_line_and_exits_1(tmp_path):
     (tmp_path / "params.yaml").write_text("tokenize:\n  vocab_size: ten\n")
-    proc = subprocess.run([sys.executable, "-m", "pipeline.tokenizer", "--params", str(tmp_path / "params.yaml"),
+    proc = subprocess.run([sys.executable, "-m", "pipeline.stages.tokenizer", "--params", str(tmp_path / "params.yaml"),
                            "--root", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()

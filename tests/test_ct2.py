@@ -6,10 +6,10 @@ import sys
 import pytest
 import torch
 
-from pipeline import train
 from pipeline.common import PipelineError
 from pipeline.decoding import Decoding
-from pipeline.translator import Translator
+from pipeline.inference.translator import Translator
+from pipeline.stages import train
 from tests.conftest import ROOT
 from tests.test_train_eval import _copy_project
 
@@ -29,7 +29,7 @@ def transformer(tiny_project, tmp_path_factory):
 
 @pytest.mark.parametrize(("beam", "alpha"), [(1, 0.0), (4, 0.0)])
 def test_float32_export_decodes_exactly_as_pytorch(transformer, beam, alpha):
-    from pipeline.ct2 import ct2_translator
+    from pipeline.inference.ct2 import ct2_translator
 
     sources = (transformer.original / "valid.ko").read_text(encoding="utf-8").splitlines()
     reference = Translator.from_file(transformer.model / "model.pt", decoding=Decoding(beam, alpha))
@@ -41,7 +41,7 @@ def test_float32_export_decodes_exactly_as_pytorch(transformer, beam, alpha):
 
 
 def test_an_rnn_is_refused_in_one_line(tiny_project, tmp_path):
-    from pipeline.ct2 import ct2_translator
+    from pipeline.inference.ct2 import ct2_translator
 
     _, base = tiny_project
     params, paths = _copy_project(base, tmp_path / "rnn", {"train": {"epochs": 1}})
@@ -51,6 +51,7 @@ def test_an_rnn_is_refused_in_one_line(tiny_project, tmp_path):
 
 
 def test_translate_cli_with_the_ctranslate2_engine(transformer):
-    args = [sys.executable, "-m", "pipeline.translate", "--root", str(transformer.root), "나는 어제 책을 읽었다"]
+    args = [sys.executable, "-m", "pipeline.inference.command", "--root", str(transformer.root),
+            "나는 어제 책을 읽었다"]
     fast = subprocess.run([*args, "--engine", "ctranslate2"], capture_output=True, text=True, cwd=ROOT)
     assert fast.returncode == 0 and fast.stdout.strip(), fast.stderr[-2000:]

@@ -3,12 +3,12 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import tokenizer
 from pipeline.common import PipelineError
 from pipeline.config import Paths, Tokenize, load_params
-from pipeline.data import load_split, padding_ratio, token_batches
-from pipeline.tokenizer import train_tokenizer, unknown_rate
-from pipeline.vocab import BOS, EOS, PAD, UNK, load_tokenizers
+from pipeline.dataset import load_split, padding_ratio, token_batches
+from pipeline.stages import tokenizer
+from pipeline.stages.tokenizer import train_tokenizer, unknown_rate
+from pipeline.tokens import BOS, EOS, PAD, UNK, load_tokenizers
 from tests.conftest import write_params
 
 

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from pipeline import download, fetch
+from pipeline import fetch
 from pipeline.common import PipelineError
 from pipeline.config import Paths, load_params
+from pipeline.stages import download
 from tests.conftest import SHARED, write_params
 
 KO_EN = SHARED / "corpora" / "ko-en"

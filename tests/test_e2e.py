@@ -99,7 +99,7 @@ def _statuses(summary):
 
 
 def _translate(root, *args):
-    return subprocess.run([sys.executable, "-m", "pipeline.translate", "--root", str(root), *args],
+    return subprocess.run([sys.executable, "-m", "pipeline.inference.command", "--root", str(root), *args],
                           capture_output=True, text=True, cwd=root, timeout=180)
 
 
@@ -215,7 +215,7 @@ def test_train_register_promote_retrain_and_serve(repo, upstream, prefect):
 
 
 def test_bad_model_references_are_one_line(repo, capsys):
-    from pipeline.translate import main
+    from pipeline.inference.command import main
 
     for reference, message in ((f"models:/{NAME}@gold", "Registered model alias gold not found"),
                                ("models:/no-such-model@champion", "Registered Model with name=no-such-model not found"),

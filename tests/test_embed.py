@@ -7,9 +7,10 @@ import random
 import numpy as np
 import pytest
 
-from pipeline import embed, glove
+from pipeline import glove
 from pipeline.common import PipelineError
 from pipeline.config import Embed, load_params
+from pipeline.stages import embed
 from tests.conftest import write_params
 
 

@@ -13,9 +13,10 @@ import zipfile
 
 import pytest
 
-from pipeline import clean, download, fetch, tokenizer
+from pipeline import fetch
 from pipeline.common import PipelineError
 from pipeline.config import Paths, load_params
+from pipeline.stages import clean, download, tokenizer
 from tests.conftest import SHARED, write_params
 
 CORPORA = SHARED / "corpora"

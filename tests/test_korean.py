@@ -5,10 +5,10 @@ import json
 import pytest
 import sacrebleu
 
-from pipeline import build, clean, download, embed, evaluate, tokenizer, train
 from pipeline.common import PipelineError
 from pipeline.config import Paths, apply_recipe, load_params, set_params
 from pipeline.scoring import bleu_metric
+from pipeline.stages import build, clean, download, embed, evaluate, tokenizer, train
 from pipeline.text import strip_markup
 from tests.conftest import ROOT, write_params
 
@@ -40,7 +40,7 @@ def test_heatmap_font_has_glyphs_for_every_korean_token_drawn(tmp_path):
 
     from matplotlib import font_manager, ft2font
 
-    from pipeline.evaluate import heatmap, heatmap_fonts
+    from pipeline.stages.evaluate import heatmap, heatmap_fonts
 
     tokens = ["▁나는", "▁어제", "▁도서관", "에서", "▁책", "을", "▁읽었다", "</s>"]
     families = heatmap_fonts()

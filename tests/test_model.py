@@ -3,9 +3,9 @@ import itertools
 import pytest
 import torch
 
+from pipeline.inference.search import beam_search, greedy
 from pipeline.models import build_model
-from pipeline.search import beam_search, greedy
-from pipeline.vocab import BOS, EOS, PAD, strip_ids
+from pipeline.tokens import BOS, EOS, PAD, strip_ids
 
 RNN_VARIANTS = [dict(cell=c, attention=a, layers=layers, bidirectional=bi, input_feeding=feed)
                 for c, a, (layers, bi), feed in itertools.product(

@@ -7,11 +7,11 @@ import random
 import pytest
 import sacrebleu
 
-from pipeline import build, clean, download, embed, evaluate, tokenizer, train
 from pipeline.config import Paths, load_params
 from pipeline.corpora.sample_ko_en import generate
-from pipeline.promote import significant
 from pipeline.scoring import corpus_scores, paired_test
+from pipeline.stages import build, clean, download, embed, evaluate, tokenizer, train
+from pipeline.stages.promote import significant
 from tests.conftest import write_params
 
 TRAIN = list(generate(1500, seed=3))
@@ -72,7 +72,7 @@ def test_the_corpus_test_split_is_scored_whole_against_its_own_references(projec
 
 
 def test_the_model_input_is_prepared_as_translate_prepares_it(project):
-    from pipeline.translator import Translator
+    from pipeline.inference.translator import Translator
 
     _, paths = project
     translator = Translator.from_file(paths.model / "model.pt")

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import Tensor
 
+from pipeline.inference.search import beam_search, greedy, length_penalty
 from pipeline.models import build_model
 from pipeline.models.base import Seq2SeqBase
-from pipeline.search import beam_search, greedy, length_penalty
-from pipeline.vocab import BOS, EOS, PAD, strip_ids
+from pipeline.tokens import BOS, EOS, PAD, strip_ids
 from tests.test_model import TRANSFORMER_BASE, _batch, _model
 
 A, B_ = 4, 5  # two ordinary tokens
@@ -171,9 +171,9 @@ def test_search_stops_once_nothing_can_beat_the_best_finished_hypothesis():
 
 def test_the_length_limit_never_exceeds_a_transformers_positions(tiny_project):
     from pipeline.decoding import Decoding
+    from pipeline.inference.translator import Translator
     from pipeline.text import Preprocessing
-    from pipeline.translator import Translator
-    from pipeline.vocab import load_tokenizers
+    from pipeline.tokens import load_tokenizers
 
     _, paths = tiny_project
     src_tok, tgt_tok = load_tokenizers(paths.tokenizer)

@@ -14,7 +14,8 @@ PKG = ROOT / "pipeline"
 # contribute comes from params.yaml, which DVC watches per section. Declaring them would rerun every
 # stage, data stages included, for an edit to a log message.
 INFRASTRUCTURE = {"pipeline/common.py", "pipeline/cli.py", "pipeline/config.py", "pipeline/tracking.py",
-                  "pipeline/__init__.py"}
+                  "pipeline/__init__.py", "pipeline/stages/__init__.py", "pipeline/inference/__init__.py"}
+STAGES, INFERENCE = PKG / "stages", PKG / "inference"
 
 
 def _module_file(name: str) -> Path | None:
@@ -63,7 +64,7 @@ def _stages() -> dict[str, dict]:
 
 
 def _stage_module(stage: dict) -> Path:
-    module = re.search(r"-m (pipeline\.\w+)", stage["cmd"]).group(1)
+    module = re.search(r"-m (pipeline[\w.]+)", stage["cmd"]).group(1)
     return _module_file(module)
 
 
@@ -124,7 +125,20 @@ def test_no_stage_imports_another_stage():
 def test_flows_import_no_stage():
     """Flows run stages through DVC and promotion as its own command, so DVC decides what is stale and a
     stage's imports and side effects stay in its own process."""
-    stages = {_stage_module(s) for s in _stages().values()} | {PKG / "promote.py"}
+    stages = set(STAGES.glob("*.py")) - {STAGES / "__init__.py"}
+    assert {_stage_module(s) for s in _stages().values()} | {STAGES / "promote.py"} == stages
     for f in (ROOT / "flows").glob("*.py"):
         reached = _closure(f) & stages
         assert not reached, f"{f.relative_to(ROOT)} imports {', '.join(sorted(g.name for g in reached))}"
+
+
+def test_the_floors_stages_over_inference_over_the_shared_modules():
+    """``pipeline/stages`` may use ``pipeline/inference`` (evaluate and validation translate), inference
+    may use the shared modules below both, and nothing runs back up."""
+    for f in INFERENCE.glob("*.py"):
+        reached = {g for g in _closure(f) if STAGES in g.parents}
+        assert not reached, f"{f.relative_to(ROOT)} imports the stage(s) {sorted(g.name for g in reached)}"
+    shared = [f for f in PKG.rglob("*.py") if STAGES not in f.parents and INFERENCE not in f.parents]
+    for f in shared:
+        reached = {g for g in _closure(f) if {STAGES, INFERENCE} & set(g.parents)}
+        assert not reached, f"{f.relative_to(ROOT)} (shared) imports {sorted(str(g.relative_to(PKG)) for g in reached)}"

@@ -14,10 +14,10 @@ import pytest
 import sacrebleu
 import torch
 
-from pipeline import evaluate, train
 from pipeline.checkpoint import load_model
 from pipeline.config import Paths, load_params, merged
-from pipeline.data import load_split
+from pipeline.dataset import load_split
+from pipeline.stages import evaluate, train
 from pipeline.tracking import default_uri
 from tests.conftest import ROOT, write_params
 
@@ -103,19 +103,19 @@ def test_evaluate_writes_metrics_samples_and_logs_to_the_run(trained, caplog, re
 
 def test_translate_cli(trained):
     _, paths, _ = trained
-    proc = subprocess.run([sys.executable, "-m", "pipeline.translate", "--root", str(paths.root),
+    proc = subprocess.run([sys.executable, "-m", "pipeline.inference.command", "--root", str(paths.root),
                            "나는 어제 도서관에서 책을 읽었다", "그녀는 커피를 마셨어요"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 2 and all(line.strip() for line in lines)
-    piped = subprocess.run([sys.executable, "-m", "pipeline.translate", "--root", str(paths.root)],
+    piped = subprocess.run([sys.executable, "-m", "pipeline.inference.command", "--root", str(paths.root)],
                            input="나는 어제 도서관에서 책을 읽었다\n", capture_output=True, text=True, cwd=ROOT)
     assert piped.stdout.strip() == lines[0]
 
 
 def test_translate_without_a_model_fails_clearly(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pipeline.translate", "--root", str(tmp_path), "안녕"],
+    proc = subprocess.run([sys.executable, "-m", "pipeline.inference.command", "--root", str(tmp_path), "안녕"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 1 and proc.stderr.strip().endswith("run the train stage first")
 
@@ -127,7 +127,7 @@ def test_translate_without_a_model_fails_clearly(tmp_path):
 ])
 def test_translate_refuses_bad_input_with_one_line(trained, args, stdin, message):
     _, paths, _ = trained
-    proc = subprocess.run([sys.executable, "-m", "pipeline.translate", "--root", str(paths.root), *args],
+    proc = subprocess.run([sys.executable, "-m", "pipeline.inference.command", "--root", str(paths.root), *args],
                           input=stdin, capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode != 0 and message in proc.stderr.strip().splitlines()[-1]
     assert "Traceback" not in proc.stderr
@@ -136,7 +136,8 @@ def test_translate_refuses_bad_input_with_one_line(trained, args, stdin, message
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 def test_translate_on_cuda_without_a_gpu_is_one_line(trained):
     _, paths, _ = trained
-    proc = subprocess.run([sys.executable, "-m", "pipeline.translate", "--root", str(paths.root), "--device", "cuda",
+    proc = subprocess.run([sys.executable, "-m", "pipeline.inference.command", "--root", str(paths.root),
+                           "--device", "cuda",
                            "안녕"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 1
     assert proc.stderr.strip() == ("error: translate: --device is 'cuda' but no CUDA device is available; "
@@ -144,7 +145,7 @@ def test_translate_on_cuda_without_a_gpu_is_one_line(trained):
 
 
 def test_translator_keeps_empty_lines_and_warns_when_it_truncates(trained, caplog):
-    from pipeline.translator import Translator
+    from pipeline.inference.translator import Translator
 
     _, paths, _ = trained
     translator = Translator.from_file(paths.model / "model.pt")
@@ -169,7 +170,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_project, tmp_path
 
     params, paths = _copy_project(base, tmp_path / "killed", overrides)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.train", "--root", str(paths.root), "--params",
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.stages.train", "--root", str(paths.root), "--params",
                              str(paths.root / "params.yaml")], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = paths.checkpoints / "last.pt"
@@ -210,7 +211,8 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tiny_pro
     # train.processes: 2 -- the stage relaunches itself under torchrun, so dvc.yaml's command is unchanged
     _, ddp = _copy_project(base, tmp_path / "ddp", merged(overrides, {"train": {"processes": 2}}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "pipeline.train", "--root", str(ddp.root), "--params", str(ddp.root / "params.yaml")]
+    cmd = [sys.executable, "-m", "pipeline.stages.train", "--root", str(ddp.root),
+           "--params", str(ddp.root / "params.yaml")]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one = torch.load(single.checkpoints / "last.pt", weights_only=True)["state"]
@@ -229,7 +231,7 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tiny_pro
 
 @pytest.mark.slow
 def test_torch_compile_trains_to_the_end_and_the_model_loads(tiny_project, tmp_path):
-    from pipeline.translator import Translator
+    from pipeline.inference.translator import Translator
 
     _, base = tiny_project
     transformer = {"arch": "transformer", "emb_dim": 32, "hidden": 32,
@@ -242,8 +244,8 @@ def test_torch_compile_trains_to_the_end_and_the_model_loads(tiny_project, tmp_p
 
 
 def test_translator_repeats_the_training_preprocessing(trained):
+    from pipeline.inference.translator import Translator
     from pipeline.text import Preprocessing
-    from pipeline.translator import Translator
 
     _, paths, _ = trained
     translator = Translator.from_file(paths.model / "model.pt")
@@ -333,7 +335,7 @@ def test_translate_pipes_one_output_line_per_input_line(trained):
     _, paths, _ = trained
     sentence = "나는 어제 도서관에서 책을 읽었다"
     lines = [sentence, f"{sentence} " * 1000, "", "그녀는 커피를 마셨어요"]
-    proc = subprocess.run([sys.executable, "-m", "pipeline.translate", "--root", str(paths.root)],
+    proc = subprocess.run([sys.executable, "-m", "pipeline.inference.command", "--root", str(paths.root)],
                           input="".join(line + "\n" for line in lines), capture_output=True, text=True, cwd=ROOT,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -353,7 +355,7 @@ def test_linear_scheduled_sampling_reaches_its_floor_at_the_end_of_a_time_budget
 
 def test_validation_bleu_and_averaging_use_the_translator_on_the_raw_valid_split(tiny_project, tmp_path):
     from pipeline.decoding import from_params
-    from pipeline.translator import Translator
+    from pipeline.inference.translator import Translator
 
     _, base = tiny_project
     params, paths = _copy_project(base, tmp_path, {"train": {

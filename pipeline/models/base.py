@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.vocab import PAD
+from pipeline.tokens import PAD
 
 
 def map_tensors(obj: Any, fn: Any) -> Any:

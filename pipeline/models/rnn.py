@@ -26,7 +26,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from pipeline.models.attention import Attention
 from pipeline.models.base import Seq2SeqBase
-from pipeline.vocab import PAD
+from pipeline.tokens import PAD
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.models.base import Seq2SeqBase
-from pipeline.vocab import PAD
+from pipeline.tokens import PAD
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="ctranslate2: int8 CTranslate2 for Transformer models (the extra 'fast'); default torch")
     args = parser.parse_args(argv)
     setup_logging()
-    from pipeline.serving import load_translator
+    from pipeline.inference.serving import load_translator
 
     root = Path(args.root)
     try:
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         with torch.inference_mode():
             translator = load_translator(reference, root, decoding, str(device))
             if args.engine == "ctranslate2":
-                from pipeline.ct2 import ct2_translator
+                from pipeline.inference.ct2 import ct2_translator
 
                 translator = ct2_translator(translator, "int8" if device.type == "cpu" else "int8_float16",
                                             device.type)

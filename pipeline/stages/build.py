@@ -2,7 +2,7 @@
 
 Source sentences end with ``</s>``; target sentences are ``<s> ... </s>``. Pairs longer than
 ``max_len`` on either side are dropped and counted. Each split becomes one ``.npz`` shard per
-length bucket (see ``pipeline.data``), and ``metrics/build.json`` records sizes, drops and the
+length bucket (see ``pipeline.dataset``), and ``metrics/build.json`` records sizes, drops and the
 padding ratio of token-budget batches with and without length bucketing.
 """
 
@@ -18,8 +18,8 @@ from tokenizers import Tokenizer
 from pipeline.cli import stage_main
 from pipeline.common import PipelineError, stage_outputs, write_json
 from pipeline.config import SPLITS, Params, Paths
-from pipeline.data import padding_ratio, token_batches
-from pipeline.vocab import BOS, EOS, load_tokenizers
+from pipeline.dataset import padding_ratio, token_batches
+from pipeline.tokens import BOS, EOS, load_tokenizers
 
 log = logging.getLogger(__name__)
 

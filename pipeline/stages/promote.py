@@ -14,7 +14,7 @@ not comparable: the alias stays, and the line says so.
 The decision goes into the version's tags and ``metrics/promote.json``; a run that registered
 nothing new decides nothing.
 
-    python -m pipeline.promote            # `make promote`
+    python -m pipeline.stages.promote            # `make promote`
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from pipeline.cli import stage_main
 from pipeline.common import PipelineError, stage_outputs
 from pipeline.config import Params, Paths, Tokenize
-from pipeline.vocab import SPECIALS, UNK
+from pipeline.tokens import SPECIALS, UNK
 
 log = logging.getLogger(__name__)
 

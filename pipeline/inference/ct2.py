@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from pipeline.common import PipelineError
-from pipeline.translator import Translator
+from pipeline.inference.translator import Translator
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,13 @@ from mlflow.pyfunc import PythonModel
 
 
 class TranslatorModel(PythonModel):
-    """Sentences in, translations out, through ``pipeline.translator.Translator``."""
+    """Sentences in, translations out, through ``pipeline.inference.translator.Translator``."""
 
     def load_context(self, context: Any) -> None:
         import torch
 
         from pipeline.decoding import Decoding
-        from pipeline.translator import Translator
+        from pipeline.inference.translator import Translator
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.translator = Translator.from_file(Path(context.artifacts["model"]), device,
@@ -30,7 +30,7 @@ class TranslatorModel(PythonModel):
     def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> list[str]:
         import torch
 
-        from pipeline.serving import request_translator
+        from pipeline.inference.serving import request_translator
 
         translator = request_translator(self.translator, params)
         with torch.inference_mode():

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.common import PipelineError
-from pipeline.vocab import PAD
+from pipeline.tokens import PAD
 
 if TYPE_CHECKING:
     import torch

@@ -46,14 +46,14 @@ from pipeline import checkpoint
 from pipeline.cli import stage_main
 from pipeline.common import PipelineError, atomic_file, read_lines, stage_outputs
 from pipeline.config import Params, Paths, Train
-from pipeline.data import Pairs, load_split, padding_ratio, token_batches
+from pipeline.dataset import Pairs, load_split, padding_ratio, token_batches
 from pipeline.decoding import from_params
 from pipeline.device import amp_dtype, autocast, choose_device, init_distributed
+from pipeline.inference.translator import Translator
 from pipeline.models import Seq2SeqBase, build_model
 from pipeline.scoring import corpus_score
+from pipeline.tokens import load_tokenizers
 from pipeline.tracking import connect, experiment_id, flatten, run_tags
-from pipeline.translator import Translator
-from pipeline.vocab import load_tokenizers
 
 log = logging.getLogger(__name__)
 
@@ -537,14 +537,14 @@ def _average_if_better(s: Session, best_score: float) -> dict[str, Any]:
 
 def _under_torchrun(params: Params, paths: Paths) -> dict:
     """``train.processes > 1``: this stage again, as that many DDP processes (so dvc.yaml's command stays
-    `python -m pipeline.train`). Each process gets its share of the CPU threads."""
+    `python -m pipeline.stages.train`). Each process gets its share of the CPU threads."""
     n = params.train.processes
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=paths.root, delete=False) as fh:
         yaml.safe_dump(params.model_dump(), fh, allow_unicode=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or n) // n)))
     try:
         done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                               f"--nproc_per_node={n}", "-m", "pipeline.train", "--params", fh.name,
+                               f"--nproc_per_node={n}", "-m", "pipeline.stages.train", "--params", fh.name,
                                "--root", str(paths.root)], env=env)
     finally:
         os.unlink(fh.name)

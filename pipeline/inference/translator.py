@@ -3,7 +3,7 @@
 The evaluate stage, training's validation BLEU, the ``translate`` command and the served model all
 decode through it, so they see the same preprocessing, tokenisation, truncation, batching and search.
 It needs only a model file: the train stage writes both tokenizers and the preprocessing settings
-into ``models/model.pt``. Another engine (``pipeline.ct2``) replaces ``search`` only.
+into ``models/model.pt``. Another engine (``pipeline.inference.ct2``) replaces ``search`` only.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from tokenizers import Tokenizer
 
 from pipeline.checkpoint import load_model
 from pipeline.common import PipelineError
-from pipeline.data import token_batches
+from pipeline.dataset import token_batches
 from pipeline.decoding import Decoding
+from pipeline.inference.search import beam_search
 from pipeline.models import Seq2SeqBase
-from pipeline.search import beam_search
 from pipeline.text import Preprocessing
-from pipeline.vocab import EOS, PAD, strip_ids, tokenizer_from_json
+from pipeline.tokens import EOS, PAD, strip_ids, tokenizer_from_json
 
 log = logging.getLogger(__name__)
 

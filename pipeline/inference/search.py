@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from pipeline.models.base import Seq2SeqBase, map_tensors
-from pipeline.vocab import BOS, EOS, PAD
+from pipeline.tokens import BOS, EOS, PAD
 
 
 def _select(obj: dict, rows: Tensor) -> dict:

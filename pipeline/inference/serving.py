@@ -8,10 +8,10 @@ an artifact, the decoding settings as the model config, and this package as code
 
 answers ``POST /invocations`` with ``{"inputs": ["sentence", ...]}`` by ``{"predictions": ["translation",
 ...]}``; ``params: {"beam_size": 1}`` overrides the beam per request. The model is logged from code
-(``pipeline/served_model.py``), not pickled; anything but a list of strings, or a beam below 1, is an
+(``pipeline/inference/served_model.py``), not pickled; anything but a list of strings, or a beam below 1, is an
 HTTP 400 with a one-line reason.
 
-    python -m pipeline.serving [--port 5001]     # `make serve-model`: serve the champion on 127.0.0.1
+    python -m pipeline.inference.serving [--port 5001]     # `make serve-model`: serve the champion on 127.0.0.1
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 import pipeline
 from pipeline.common import PipelineError
 from pipeline.decoding import Decoding
-from pipeline.translator import Translator
+from pipeline.inference.translator import Translator
 
 ARTIFACT = "translator"  # the logged model's name inside its run
 
@@ -55,17 +55,18 @@ def request_translator(translator: Translator, params: dict[str, Any] | None) ->
 
 
 def log_translator(mlflow: Any, model_file: Path, decoding: Decoding, example: str) -> Any:
-    """Log the servable model into the active run, from code (``pipeline/served_model.py``); returns MLflow's
-    LoggedModel. MLflow takes the signature from ``predict``'s type hints (a list of strings in, a list out)
+    """Log the servable model into the active run, from code (``inference/served_model.py``); returns
+    MLflow's LoggedModel. MLflow takes the signature from ``predict``'s type hints (a list of strings in, a list out)
     and the ``beam_size`` parameter, with its default, from the input example."""
     import tokenizers
     import torch
 
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"tokenizers=={tokenizers.__version__}", "numpy",
                     "kiwipiepy"]
-    package = Path(pipeline.__file__).parent
+    package = Path(pipeline.__file__).parent  # the whole package travels with the model: the code it runs
     return mlflow.pyfunc.log_model(
-        name=ARTIFACT, python_model=str(package / "served_model.py"), artifacts={"model": str(model_file)},
+        name=ARTIFACT, python_model=str(Path(__file__).with_name("served_model.py")),
+        artifacts={"model": str(model_file)},
         model_config=decoding.to_dict(), input_example=([example], {"beam_size": decoding.beam_size}),
         code_paths=[str(package)], pip_requirements=requirements)
 
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.config import load_params
     from pipeline.tracking import tracking_uri
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline.serving", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pipeline.inference.serving", description=main.__doc__)
     parser.add_argument("--model", help="model URI (default: models:/<registry.model_name>@champion)")
     parser.add_argument("--port", type=int, default=5001)
     parser.add_argument("--host", default="127.0.0.1")

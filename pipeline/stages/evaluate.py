@@ -9,9 +9,9 @@ confidence interval and sacrebleu's signature (``pipeline.scoring``).
 Writes ``metrics/eval.json`` (a DVC metric: ``dvc metrics show``), ``reports/test.hyp`` (every
 hypothesis, in test order) and ``reports/samples.tsv`` (source, reference, hypothesis). In the
 training's MLflow run it logs the scores, the hypotheses, samples, attention heatmaps and the servable model
-(``pipeline.serving``), with the scores linked to that model, and registers it as a new version of
+(``pipeline.inference.serving``), with the scores linked to that model, and registers it as a new version of
 ``registry.model_name``; ``metrics/eval.json`` says which. Promotion to ``@champion`` is not a stage
-(it acts outside the repo): see ``pipeline/promote.py``.
+(it acts outside the repo): see ``pipeline/stages/promote.py``.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from pipeline.common import PipelineError, read_lines, stage_outputs
 from pipeline.config import Params, Paths
 from pipeline.decoding import from_params
 from pipeline.device import choose_device
+from pipeline.inference.serving import log_translator, model_name
+from pipeline.inference.translator import Translator
 from pipeline.scoring import corpus_scores, files_digest
-from pipeline.serving import log_translator, model_name
 from pipeline.tracking import TEST_HYPOTHESES, connect
-from pipeline.translator import Translator
 
 log = logging.getLogger(__name__)
 

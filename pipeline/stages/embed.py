@@ -29,7 +29,7 @@ from pipeline import glove
 from pipeline.cli import stage_main
 from pipeline.common import PipelineError, stage_outputs, write_json
 from pipeline.config import Embed, Params, Paths
-from pipeline.vocab import PAD, SPECIALS, load_tokenizers
+from pipeline.tokens import PAD, SPECIALS, load_tokenizers
 
 log = logging.getLogger(__name__)
 
