@@ -54,7 +54,8 @@ def perturb(words: list[str], rng: random.Random) -> list[str]:
 
 def scratch_project(root: Path, overrides: dict) -> tuple:
     """A project at ``root`` whose params.yaml is the repository's with ``overrides``: (Params, Paths)."""
-    from pipeline.config import Paths, load_params, merged
+    from pipeline.config import Paths, load_params
+    from pipeline.overrides import merged
 
     root.mkdir(parents=True, exist_ok=True)
     params = merged(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
@@ -113,7 +114,7 @@ def baselines(root: Path, n: int = 100_000) -> dict:
     from tokenizers import Tokenizer
 
     from pipeline.config import Clean
-    from pipeline.stages.clean import CHUNK, _check_chunk
+    from pipeline.stages.clean import CHUNK, check_chunk
 
     de = (root / "data" / "raw" / "train.de").read_text(encoding="utf-8").splitlines()[:n]
     en = (root / "data" / "raw" / "train.en").read_text(encoding="utf-8").splitlines()[:n]
@@ -121,14 +122,14 @@ def baselines(root: Path, n: int = 100_000) -> dict:
               for i in range(0, n, CHUNK)]
     t = time.perf_counter()
     for c in chunks:
-        _check_chunk(c)
+        check_chunk(c)
     serial = time.perf_counter() - t
     import multiprocessing as mp
 
     with mp.get_context("spawn").Pool(2) as pool:
-        pool.map(_check_chunk, chunks[:1])  # start-up excluded
+        pool.map(check_chunk, chunks[:1])  # start-up excluded
         t = time.perf_counter()
-        pool.map(_check_chunk, chunks)
+        pool.map(check_chunk, chunks)
         pooled = time.perf_counter() - t
     tok = Tokenizer.from_file(str(root / "data" / "tokenizer" / "src.json"))
     t = time.perf_counter()

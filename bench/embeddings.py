@@ -45,9 +45,9 @@ from data_stages import make_corpus, run_stage, scratch_project  # noqa: E402
 
 from pipeline import glove  # noqa: E402
 from pipeline.common import setup_logging  # noqa: E402
-from pipeline.config import merged  # noqa: E402
 from pipeline.models.base import Seq2SeqBase  # noqa: E402
 from pipeline.models.transformer import TransformerSeq2Seq  # noqa: E402
+from pipeline.overrides import merged  # noqa: E402
 from pipeline.stages import build, clean, download, evaluate, tokenizer, train  # noqa: E402
 from pipeline.tokens import load_tokenizers  # noqa: E402
 

@@ -64,15 +64,16 @@ from data_stages import scratch_project  # noqa: E402
 
 from pipeline.checkpoint import load_model  # noqa: E402
 from pipeline.common import setup_logging  # noqa: E402
-from pipeline.config import RECIPES, Paths, load_params, merged  # noqa: E402
+from pipeline.config import Paths, load_params  # noqa: E402
 from pipeline.dataset import Pairs, load_split, token_batches  # noqa: E402
 from pipeline.decoding import from_params  # noqa: E402
 from pipeline.inference.translator import Translator  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
+from pipeline.overrides import RECIPES, merged  # noqa: E402
 from pipeline.scoring import bleu_metric, corpus_scores  # noqa: E402
 from pipeline.stages import build, clean, download, embed, tokenizer, train  # noqa: E402
 from pipeline.text import normalise, strip_markup  # noqa: E402
-from pipeline.tokens import BOS, EOS, load_tokenizers  # noqa: E402
+from pipeline.tokens import load_tokenizers, source_ids, target_ids  # noqa: E402
 
 MODELS = {
     "rnn": {"model": {"arch": "rnn", "emb_dim": 128, "hidden": 256, "dropout": 0.3},
@@ -162,8 +163,8 @@ def bits_per_char(translator: Translator, sources: list[str], references: list[s
     t = translator
     targets = [t.preprocessing.text(r) for r in references]
     sources = [t.preprocessing.source(s) for s in sources]
-    src = [[*e.ids, EOS] for e in t.src_tok.encode_batch(sources, add_special_tokens=False)]
-    tgt = [[BOS, *e.ids, EOS] for e in t.tgt_tok.encode_batch(targets, add_special_tokens=False)]
+    src = [source_ids(e.ids) for e in t.src_tok.encode_batch(sources, add_special_tokens=False)]
+    tgt = [target_ids(e.ids) for e in t.tgt_tok.encode_batch(targets, add_special_tokens=False)]
     pairs = Pairs(np.concatenate(src).astype(np.int32), np.array([len(x) for x in src], dtype=np.int32),
                   np.concatenate(tgt).astype(np.int32), np.array([len(x) for x in tgt], dtype=np.int32))
     nats = 0.0

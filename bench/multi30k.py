@@ -29,9 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.checkpoint import load_model  # noqa: E402
 from pipeline.common import setup_logging  # noqa: E402
-from pipeline.config import Paths, load_params, merged  # noqa: E402
+from pipeline.config import Paths, load_params  # noqa: E402
 from pipeline.decoding import from_params  # noqa: E402
 from pipeline.inference.translator import Translator  # noqa: E402
+from pipeline.overrides import merged  # noqa: E402
 from pipeline.stages import build, clean, download, embed, evaluate, tokenizer, train  # noqa: E402
 
 SETTINGS = {  # what each architecture trains with; everything else is params.yaml's default

@@ -43,7 +43,7 @@ from pipeline.dataset import Pairs, token_batches  # noqa: E402
 from pipeline.device import autocast, cpu_has_bf16  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
 from pipeline.stages.tokenizer import train_tokenizer  # noqa: E402
-from pipeline.tokens import BOS, EOS, PAD  # noqa: E402
+from pipeline.tokens import PAD, source_ids, target_ids  # noqa: E402
 
 
 class NaiveBahdanau(nn.Module):
@@ -85,8 +85,8 @@ def load_pairs(n: int) -> tuple[Pairs, int, int]:
               for x in ("de", "en"))
     cfg = Tokenize(vocab_size=4000)
     src_tok, tgt_tok = train_tokenizer(iter(de), cfg), train_tokenizer(iter(en), cfg)
-    src = [np.array([*e.ids, EOS], np.int32) for e in src_tok.encode_batch_fast(de)]
-    tgt = [np.array([BOS, *e.ids, EOS], np.int32) for e in tgt_tok.encode_batch_fast(en)]
+    src = [np.array(source_ids(e.ids), np.int32) for e in src_tok.encode_batch_fast(de)]
+    tgt = [np.array(target_ids(e.ids), np.int32) for e in tgt_tok.encode_batch_fast(en)]
     pairs = Pairs(np.concatenate(src), np.array([len(s) for s in src], np.int32),
                   np.concatenate(tgt), np.array([len(t) for t in tgt], np.int32))
     return pairs, src_tok.get_vocab_size(), tgt_tok.get_vocab_size()

@@ -56,29 +56,18 @@ def load_grid(grid: str) -> tuple[str, dict[str, dict[str, Any]]]:
                        for name, changes in experiments.items()}
 
 
-def _apply(params: dict, dotted: str, value: Any) -> None:
-    *sections, key = dotted.split(".")
-    node = params
-    for section in sections:
-        if not isinstance(node.get(section), dict):
-            raise KeyError(dotted)
-        node = node[section]
-    if key not in node:
-        raise KeyError(dotted)
-    node[key] = value
-
-
 def validate(root: Path, grid: str, experiments: dict[str, dict[str, Any]]) -> None:
     """Every experiment's params, checked by the params model before any runs."""
     from pipeline.common import PipelineError
     from pipeline.config import parse_params
+    from pipeline.overrides import set_dotted
 
     base = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
     for name, changes in experiments.items():
         params = yaml.safe_load(yaml.safe_dump(base))
         for dotted, value in changes.items():
             try:
-                _apply(params, dotted, value)
+                set_dotted(params, dotted, value)
             except KeyError:
                 raise GridError(f"error: compare: grid '{grid}', experiment '{name}': {dotted}: unknown key "
                                 "(params.yaml has no such setting)") from None

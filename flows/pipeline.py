@@ -29,6 +29,7 @@ import datetime
 import fcntl
 import json
 import logging
+import math
 import os
 import re
 import subprocess
@@ -48,6 +49,40 @@ from flows.dvc import lock_entry, repro, stage_env
 PROGRESS = logging.getLogger("flows.progress")
 SAID = {"unchanged": "ran, outputs unchanged"}  # the other statuses say themselves
 _EPOCH = re.compile(r"(epoch \d+: train loss .*?)\s*$")
+_TRAINING = re.compile(r"progress +([\d.]+)% \| (.*?)\s*$")  # train's progress lines
+
+
+class TrainingBar:
+    """The training's progress on the console: a bar redrawn in place on a terminal; elsewhere (a log, CI) one
+    of train's progress lines every ``every`` seconds, so a long run shows it is alive without flooding."""
+
+    def __init__(self, every: float = 300.0):
+        self.every, self.last, self.bar = every, -math.inf, None
+
+    def update(self, percent: float, text: str) -> None:
+        if sys.stderr.isatty():
+            if self.bar is None:
+                from rich.progress import BarColumn, Progress, TextColumn
+
+                self.bar = Progress(TextColumn("  train"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                                    TextColumn("{task.description}"), transient=True)
+                self.task = self.bar.add_task(text, total=100.0)
+                self.bar.start()
+            self.bar.update(self.task, completed=percent, description=text)
+        elif time.monotonic() - self.last >= self.every:
+            self.last = time.monotonic()
+            PROGRESS.info("  %5.1f%% | %s", percent, text)
+
+    def say(self, line: str) -> None:
+        """A line above the bar (through the bar's console, which would otherwise draw over it)."""
+        if self.bar is not None:
+            self.bar.console.print(line, markup=False, highlight=False)
+        else:
+            PROGRESS.info(line)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
 class StageFailed(Exception):
@@ -105,12 +140,20 @@ def run_stage(name: str, root: str, force: bool = False, up_to_date: bool = Fals
         return {"stage": name, "status": "cached", "seconds": round(time.perf_counter() - start, 1)}
     before = lock_entry(Path(root), name)
 
+    bar = TrainingBar()
+
     def on_line(line: str) -> None:
+        if name == "train" and (progress := _TRAINING.search(line)):
+            bar.update(float(progress.group(1)), progress.group(2))
+            return  # the bar is the record; the epoch lines and logs/train.log keep the rest
         logger.info(line)
         if name == "train" and (epoch := _EPOCH.search(line)):
-            PROGRESS.info("  %s", epoch.group(1))
+            bar.say(f"  {epoch.group(1)}")
 
-    outcome = repro(Path(root), [name], single_item=True, force=force, on_line=on_line)
+    try:
+        outcome = repro(Path(root), [name], single_item=True, force=force, on_line=on_line)
+    finally:
+        bar.close()
     seconds = round(time.perf_counter() - start, 1)
     if outcome.error:
         _say(name, "failed", seconds)
@@ -319,7 +362,8 @@ def main(argv: list[str] | None = None) -> None:
                                                                 "the local Prefect server started (default 4200)")
     args = parser.parse_args(argv)
     from pipeline.common import PipelineError
-    from pipeline.config import apply_recipe, load_params, switch_corpus
+    from pipeline.config import load_params
+    from pipeline.overrides import apply_recipe, switch_corpus
 
     try:
         if args.corpus:

@@ -44,6 +44,11 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[Seq2SeqB
     return model.to(device).eval(), blob
 
 
+def load_weights(path: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The weights of a model file (``best.pt``, ``model.pt``), for a model that already exists."""
+    return torch.load(path, map_location=device, weights_only=True)["state_dict"]
+
+
 def fingerprint(settings: dict[str, Any], files: list[Path]) -> str:
     """What a checkpoint must match to be resumed: the settings and the exact bytes of ``files``."""
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())

@@ -1,11 +1,17 @@
-"""Where training and decoding run: device choice, mixed precision, and the DDP process group."""
+"""Where training and decoding run: device choice, mixed precision, the DDP process group and the torchrun
+relaunch."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import torch
+import yaml
 
 from pipeline.common import PipelineError
 
@@ -65,3 +71,17 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
         if device.type == "cuda":
             torch.cuda.set_device(device)
     return (torch.distributed.get_rank() if world > 1 else 0), world
+
+
+def relaunch_under_torchrun(module: str, params: dict, root: Path, n: int) -> int:
+    """Run ``python -m <module>`` as ``n`` DDP processes under torchrun, with ``params`` written to a temporary
+    file in ``root``; each process gets its share of the CPU threads. Returns torchrun's exit status."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=root, delete=False) as fh:
+        yaml.safe_dump(params, fh, allow_unicode=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or n) // n)))
+    try:
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               f"--nproc_per_node={n}", "-m", module, "--params", fh.name, "--root", str(root)],
+                              env=env).returncode
+    finally:
+        os.unlink(fh.name)

@@ -40,8 +40,22 @@ def load_tokenizers(directory: Path) -> tuple[Tokenizer, Tokenizer]:
     return load_tokenizer(directory / "src.json"), load_tokenizer(directory / "tgt.json")
 
 
+# How a sentence is framed by special tokens, in one place: the build stage frames the training data
+# so, the translator frames its input so, and a hypothesis is read back by ``strip_ids``.
+
+def source_ids(ids: list[int]) -> list[int]:
+    """A source as the models read it: its subword ids, then ``</s>``."""
+    return [*ids, EOS]
+
+
+def target_ids(ids: list[int]) -> list[int]:
+    """A target as the models learn it: ``<s>``, its subword ids, ``</s>`` (the decoder's input is all but
+    the last, its output all but the first)."""
+    return [BOS, *ids, EOS]
+
+
 def strip_ids(row: list[int]) -> list[int]:
-    """Token ids up to (not including) the first </s>, without padding."""
+    """A hypothesis's subword ids: up to (not including) the first ``</s>``, without padding."""
     out = []
     for t in row:
         if t == EOS:

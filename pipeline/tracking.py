@@ -1,4 +1,5 @@
-"""MLflow wiring: where runs go, and the tags that tie a run to its code and data.
+"""Experiment tracking: where MLflow runs go, the tags that tie a run to its code and data, a training's
+run, and the learning curves in DVCLive's layout.
 
 Default: a sqlite file ``mlflow.db`` with artifacts in ``mlartifacts/``, both in the project root,
 so a fresh clone needs no server. ``MLFLOW_TRACKING_URI`` points everything at a server instead.
@@ -111,3 +112,52 @@ def run_tags(root: Path) -> dict[str, str]:
         if os.environ.get(env):
             tags[tag] = os.environ[env]
     return tags
+
+
+def end_abandoned_run(mlflow: Any, run_id: str) -> None:
+    """Mark KILLED the MLflow run of a training that was interrupted and will not be resumed."""
+    try:
+        run = mlflow.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return  # another store, or deleted
+    if run.info.status == "RUNNING":
+        mlflow.MlflowClient().set_terminated(run_id, "KILLED")
+        log.info("MLflow run %s was left running by an interrupted training; marked KILLED", run_id)
+
+
+def training_run(mlflow: Any, run_id: str, params: Any, paths: Any, extra: dict[str, Any]) -> Any:
+    """The MLflow run of a training (``params``, ``paths``: the project's): the resumed ``run_id``, or a new
+    run with every param, ``extra`` and the data stages' reports logged, so the run's metrics are the model's."""
+    if run_id:
+        return mlflow.start_run(run_id=run_id)
+    m = params.model
+    name = (f"{params.data.corpus}-transformer" if m.arch == "transformer"
+            else f"{params.data.corpus}-{m.rnn.cell}-{m.rnn.attention}")
+    active = mlflow.start_run(experiment_id=experiment_id(mlflow, params.train.experiment, paths.root),
+                              run_name=name, tags=run_tags(paths.root))
+    mlflow.log_params(flatten(params.model_dump()))
+    mlflow.log_params(extra)
+    for stage in ("clean", "tokenize", "build"):
+        report = paths.metrics / f"{stage}.json"
+        if report.exists():
+            mlflow.log_params(flatten(json.loads(report.read_text()), f"data_report.{stage}."))
+            mlflow.log_artifact(str(report), artifact_path="data_reports")
+    embeddings = paths.embeddings / "info.json"
+    if params.train.embeddings == "pretrained" and embeddings.exists():
+        mlflow.log_params(flatten(json.loads(embeddings.read_text()), "data_report.embeddings."))
+        mlflow.log_artifact(str(paths.embeddings / "neighbours.tsv"), artifact_path="embeddings")
+    return active
+
+
+def write_curves(directory: Path, history: list[dict[str, float]]) -> None:
+    """Per-epoch curves in DVCLive's layout (``metrics.json``, ``plots/metrics/<name>.tsv``, step = epoch),
+    which ``dvc plots show/diff`` draw and ``dvc exp show`` lists. Written once, from the checkpointed
+    history, at the end: a failed, killed or resumed run never leaves half a curve behind."""
+    from dvclive import Live
+
+    with Live(dir=str(directory), save_dvc_exp=False, dvcyaml=False) as live:
+        for row in history:
+            live.step = int(row["epoch"])
+            for name, value in row.items():
+                if name not in ("epoch", "step"):
+                    live.log_metric(name, value)

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import Params, Paths, load_params, merged
+from pipeline.config import Params, Paths, load_params
+from pipeline.overrides import merged
 from pipeline.stages import build, clean, download, embed, tokenizer
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here for telemetry

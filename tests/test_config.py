@@ -61,7 +61,7 @@ def test_stage_cli_prints_one_line_and_exits_1(tmp_path):
 
 
 def test_set_params_keeps_comments_and_refuses_invalid_values(tmp_path):
-    from pipeline.config import set_params, switch_corpus
+    from pipeline.overrides import set_params, switch_corpus
 
     path = tmp_path / "params.yaml"
     original = (ROOT / "params.yaml").read_text(encoding="utf-8")

@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from flows.pipeline import nmt_pipeline, stage_order
-from pipeline.config import merged
 from pipeline.corpora.sample_ko_en import generate
+from pipeline.overrides import merged
 from pipeline.tracking import default_uri
 from tests.conftest import ROOT, write_params
 

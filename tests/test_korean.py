@@ -6,7 +6,8 @@ import pytest
 import sacrebleu
 
 from pipeline.common import PipelineError
-from pipeline.config import Paths, apply_recipe, load_params, set_params
+from pipeline.config import Paths, load_params
+from pipeline.overrides import apply_recipe, set_params
 from pipeline.scoring import bleu_metric
 from pipeline.stages import build, clean, download, embed, evaluate, tokenizer, train
 from pipeline.text import strip_markup

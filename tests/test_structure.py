@@ -142,3 +142,17 @@ def test_the_floors_stages_over_inference_over_the_shared_modules():
     for f in shared:
         reached = {g for g in _closure(f) if {STAGES, INFERENCE} & set(g.parents)}
         assert not reached, f"{f.relative_to(ROOT)} (shared) imports {sorted(str(g.relative_to(PKG)) for g in reached)}"
+
+
+def test_paths_and_dvc_yaml_name_the_same_outputs():
+    """``config.Paths`` repeats dvc.yaml's outputs for the code; each dvc.yaml output lies in a Paths folder, and
+    each Paths folder a stage writes is some stage's output in dvc.yaml."""
+    from pipeline.config import Paths
+
+    paths = Paths(ROOT)
+    outs = {ROOT / (next(iter(o)) if isinstance(o, dict) else o)
+            for s in _stages().values() for kind in ("outs", "metrics") for o in s.get(kind, [])}
+    folders = {name: getattr(paths, name) for name in ("raw", "clean", "tokenizer", "embeddings", "dataset", "model",
+                                                       "metrics", "reports", "curves")}
+    assert all(any(o == f or f in o.parents for f in folders.values()) for o in outs), outs
+    assert [n for n, f in folders.items() if not any(o == f or f in o.parents for o in outs)] == []

@@ -14,9 +14,11 @@ import pytest
 import sacrebleu
 import torch
 
+from pipeline import schedule
 from pipeline.checkpoint import load_model
-from pipeline.config import Paths, load_params, merged
+from pipeline.config import Paths, load_params
 from pipeline.dataset import load_split
+from pipeline.overrides import merged
 from pipeline.stages import evaluate, train
 from pipeline.tracking import default_uri
 from tests.conftest import ROOT, write_params
@@ -259,12 +261,12 @@ def test_cosine_schedule_anneals_over_the_time_budget():
 
     cfg = Train(scheduler="cosine", warmup_steps=10, epochs=200, max_minutes=25)
     total = 200 * 92  # 200 epochs of Multi30k that the 25-minute budget never reaches
-    assert train.progress(cfg, 500, total, 0.0) < 0.03  # by steps alone: barely started
-    assert train.progress(cfg, 500, total, 12.5 * 60) == pytest.approx(0.5)  # half the budget
-    assert train.lr_factor(cfg, 2000, train.progress(cfg, 2000, total, 25 * 60)) == pytest.approx(0.1)
-    assert train.lr_factor(cfg, 4, 0.0) == pytest.approx(0.5)  # warmup
+    assert schedule.progress(cfg, 500, total, 0.0) < 0.03  # by steps alone: barely started
+    assert schedule.progress(cfg, 500, total, 12.5 * 60) == pytest.approx(0.5)  # half the budget
+    assert schedule.lr_factor(cfg, 2000, schedule.progress(cfg, 2000, total, 25 * 60)) == pytest.approx(0.1)
+    assert schedule.lr_factor(cfg, 4, 0.0) == pytest.approx(0.5)  # warmup
     no_budget = Train(scheduler="cosine", epochs=2)
-    assert train.progress(no_budget, 50, 100, 3600.0) == pytest.approx(0.5)  # epochs only
+    assert schedule.progress(no_budget, 50, 100, 3600.0) == pytest.approx(0.5)  # epochs only
 
 
 def test_amp_is_fp16_with_a_scaler_where_the_gpu_has_no_bf16():
@@ -290,8 +292,8 @@ def test_wsd_schedule_holds_the_rate_then_decays_over_the_last_fraction_of_the_b
 
     cfg = Train(scheduler="wsd", warmup_steps=10, decay_fraction=0.2, epochs=200, max_minutes=100)
     total = 10**6  # the budget, not the epochs, ends this run
-    assert train.lr_factor(cfg, 4, 0.0) == pytest.approx(0.5)  # warmup
-    at = {minutes: train.lr_factor(cfg, 5000, train.progress(cfg, 5000, total, minutes * 60))
+    assert schedule.lr_factor(cfg, 4, 0.0) == pytest.approx(0.5)  # warmup
+    at = {minutes: schedule.lr_factor(cfg, 5000, schedule.progress(cfg, 5000, total, minutes * 60))
           for minutes in (10, 79, 85, 95, 100)}
     assert at[10] == at[79] == 1.0  # stable
     assert at[85] == pytest.approx(1 - 0.25 ** 0.5)  # a quarter into the decay: 1 - sqrt
@@ -349,7 +351,8 @@ def test_linear_scheduled_sampling_reaches_its_floor_at_the_end_of_a_time_budget
 
     cfg = Train(scheduled_sampling="linear", teacher_forcing_min=0.6, epochs=200, max_minutes=10)
     total = 200 * 92  # steps of 200 epochs that the 10-minute budget never reaches
-    at = [train.teacher_forcing(cfg, 900, train.progress(cfg, 900, total, minutes * 60)) for minutes in (0, 5, 10)]
+    at = [schedule.teacher_forcing(cfg, 900, schedule.progress(cfg, 900, total, minutes * 60))
+          for minutes in (0, 5, 10)]
     assert at == pytest.approx([1.0 - 0.4 * 900 / total, 0.8, 0.6])
 
 

@@ -50,9 +50,3 @@ CORPORA: dict[str, Corpus] = {
         description="Korean-English news (Park, Hong and Cha 2016, CC BY-SA 3.0): about 94k pairs",
     ),
 }
-
-BUILTIN = ("sample-ko-en", "custom")
-
-
-def describe() -> str:
-    return ", ".join([*BUILTIN, *CORPORA, "hf:<dataset>[:<config>]"])

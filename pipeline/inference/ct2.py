@@ -62,9 +62,9 @@ def _spec(translator: Translator):  # -> a ctranslate2 TransformerSpec
         return table.detach().cpu().numpy()
 
     def ffn(target, layer) -> None:
-        linear(target.linear_0, layer.ff[0])
-        linear(target.linear_1, layer.ff[3])
-        norm(target.layer_norm, layer.norms[-1])
+        linear(target.linear_0, layer.ff_in)
+        linear(target.linear_1, layer.ff_out)
+        norm(target.layer_norm, layer.ff_norm)
 
     enc, dec = spec.encoder, spec.decoder
     enc.embeddings[0].weight = model.src_embed.weight.detach().cpu().numpy()
@@ -78,24 +78,24 @@ def _spec(translator: Translator):  # -> a ctranslate2 TransformerSpec
         attn = layer.self_attn
         fused(target.self_attention.linear[0], attn.q, attn.k, attn.v)
         linear(target.self_attention.linear[1], attn.o)
-        norm(target.self_attention.layer_norm, layer.norms[0])
+        norm(target.self_attention.layer_norm, layer.self_attn_norm)
         ffn(target.ffn, layer)
     for target, layer in zip(dec.layer, model.decoder, strict=True):
         attn, cross = layer.self_attn, layer.cross_attn
         fused(target.self_attention.linear[0], attn.q, attn.k, attn.v)
         linear(target.self_attention.linear[1], attn.o)
-        norm(target.self_attention.layer_norm, layer.norms[0])
+        norm(target.self_attention.layer_norm, layer.self_attn_norm)
         linear(target.attention.linear[0], cross.q)
         fused(target.attention.linear[1], cross.k, cross.v)
         linear(target.attention.linear[2], cross.o)
-        norm(target.attention.layer_norm, layer.norms[1])
+        norm(target.attention.layer_norm, layer.cross_attn_norm)
         ffn(target.ffn, layer)
     linear(dec.projection, model.out)
     spec.register_source_vocabulary(_vocabulary(translator.src_tok))
     spec.register_target_vocabulary(_vocabulary(translator.tgt_tok))
     spec.config.unk_token, spec.config.bos_token, spec.config.eos_token = "<unk>", "<s>", "</s>"
     spec.config.decoder_start_token = "<s>"
-    spec.config.layer_norm_epsilon = model.dec_norm.eps if pre else model.decoder[0].norms[0].eps  # torch: 1e-5
+    spec.config.layer_norm_epsilon = model.dec_norm.eps if pre else model.decoder[0].self_attn_norm.eps  # torch: 1e-5
     return spec
 
 

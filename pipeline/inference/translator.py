@@ -23,7 +23,7 @@ from pipeline.decoding import Decoding
 from pipeline.inference.search import beam_search
 from pipeline.models import Seq2SeqBase
 from pipeline.text import Preprocessing
-from pipeline.tokens import EOS, PAD, strip_ids, tokenizer_from_json
+from pipeline.tokens import PAD, source_ids, strip_ids, tokenizer_from_json
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Translator:
                 log.warning("sentence %d has %d subword tokens; only the first %d are translated "
                             "(the model reads at most %d with </s>)", i + 1, len(enc.ids),
                             self.max_src_len - 1, self.max_src_len)
-            ids.append([*enc.ids[: self.max_src_len - 1], EOS])
+            ids.append(source_ids(enc.ids[: self.max_src_len - 1]))
         lengths = np.array([len(x) for x in ids], dtype=np.int32)
         for idx in token_batches(lengths, lengths, self.decoding.batch_tokens()):
             max_len = self.decoding.max_len(int(lengths[idx].max()), self.model.max_length())

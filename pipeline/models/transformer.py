@@ -92,6 +92,28 @@ class Layer(nn.Module):
         self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(3 if cross else 2))
         self.dropout = nn.Dropout(cfg.dropout)
 
+    # the sublayers by role, for whoever reads the weights (the CTranslate2 export); the modules keep their
+    # positional names, which are the keys of every saved state dict
+    @property
+    def ff_in(self) -> nn.Linear:
+        return self.ff[0]
+
+    @property
+    def ff_out(self) -> nn.Linear:
+        return self.ff[3]
+
+    @property
+    def self_attn_norm(self) -> nn.LayerNorm:
+        return self.norms[0]
+
+    @property
+    def cross_attn_norm(self) -> nn.LayerNorm:
+        return self.norms[1]
+
+    @property
+    def ff_norm(self) -> nn.LayerNorm:
+        return self.norms[-1]
+
     def _sub(self, i: int, x: Tensor, fn) -> tuple[Tensor, Tensor | None]:
         if self.pre:
             y, w = fn(self.norms[i](x))

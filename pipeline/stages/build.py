@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +20,21 @@ from pipeline.cli import stage_main
 from pipeline.common import PipelineError, stage_outputs, write_json
 from pipeline.config import SPLITS, Params, Paths
 from pipeline.dataset import padding_ratio, token_batches
-from pipeline.tokens import BOS, EOS, load_tokenizers
+from pipeline.tokens import load_tokenizers, source_ids, target_ids
 
 log = logging.getLogger(__name__)
 
 ENCODE_CHUNK = 50_000
 
 
-def encode_file(tok: Tokenizer, path: Path, prefix: list[int], suffix: list[int]) -> list[np.ndarray]:
-    """Token ids of every line of ``path`` (batch API, in chunks to bound memory)."""
+def encode_file(tok: Tokenizer, path: Path, frame: Callable[[list[int]], list[int]]) -> list[np.ndarray]:
+    """Token ids of every line of ``path``, framed by ``frame`` (``tokens.source_ids`` or ``target_ids``);
+    the batch API, in chunks to bound memory."""
     out: list[np.ndarray] = []
     with open(path, encoding="utf-8") as fh:
         while lines := [line.rstrip("\n") for line in itertools.islice(fh, ENCODE_CHUNK)]:
             for enc in tok.encode_batch_fast(lines, add_special_tokens=False):
-                out.append(np.asarray(prefix + enc.ids + suffix, dtype=np.int32))
+                out.append(np.asarray(frame(enc.ids), dtype=np.int32))
     return out
 
 
@@ -49,8 +51,8 @@ def run(params: Params, paths: Paths) -> dict:
             for f in files:
                 if not f.exists():
                     raise PipelineError(f"{f} not found; run the clean stage first")
-            src = encode_file(src_tok, files[0], [], [EOS])
-            tgt = encode_file(tgt_tok, files[1], [BOS], [EOS])
+            src = encode_file(src_tok, files[0], source_ids)
+            tgt = encode_file(tgt_tok, files[1], target_ids)
             if len(src) != len(tgt):
                 raise PipelineError(f"{files[0]} and {files[1]} have different line counts; rerun clean")
             src_len = np.fromiter((len(s) for s in src), dtype=np.int32, count=len(src))

@@ -60,19 +60,19 @@ def check_pair(src: str, tgt: str, cfg: Clean, langs: tuple[str, str] = ("", "")
     return prep.morphemes(src), tgt, None  # morphemes after the word-count filters, which count words
 
 
-def _check_chunk(args: tuple[list[tuple[str, str]], Clean, tuple[str, str]]) -> list[tuple[str, str, str | None]]:
+def check_chunk(args: tuple[list[tuple[str, str]], Clean, tuple[str, str]]) -> list[tuple[str, str, str | None]]:
     chunk, cfg, langs = args
     return [check_pair(s, t, cfg, langs) for s, t in chunk]
 
 
 def _chunk_with_originals(args: tuple[list[tuple[str, str]], Clean, tuple[str, str]]) -> list[tuple]:
-    """``_check_chunk``, each result with its pair as read (what a carved held-out split keeps)."""
-    return [(*checked, pair) for checked, pair in zip(_check_chunk(args), args[0], strict=True)]
+    """``check_chunk``, each result with its pair as read (what a carved held-out split keeps)."""
+    return [(*checked, pair) for checked, pair in zip(check_chunk(args), args[0], strict=True)]
 
 
 def _chunk_without_originals(args: tuple[list[tuple[str, str]], Clean, tuple[str, str]]) -> list[tuple]:
-    """``_check_chunk`` when nothing is carved: no raw text travels back from the pool for nothing."""
-    return [(*checked, None) for checked in _check_chunk(args)]
+    """``check_chunk`` when nothing is carved: no raw text travels back from the pool for nothing."""
+    return [(*checked, None) for checked in check_chunk(args)]
 
 
 def _digest(*parts: str) -> bytes:

@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from pipeline import corpora
 from pipeline.cli import stage_main
 from pipeline.common import PipelineError, stage_outputs, write_json
 from pipeline.config import Data, FileSource, Params, Paths, SplitSource, TableSource
@@ -158,25 +159,33 @@ def _hf_splits(data: Data, out: Path) -> dict:
     return splits
 
 
+def _sample_splits(data: Data, out: Path) -> dict:
+    pairs = sample_ko_en.generate(data.sample_pairs, data.seed)
+    if data.src == "en":
+        pairs = ((e, k) for k, e in pairs)
+    return {"train": {"generator": corpora.SAMPLE, "seed": data.seed,
+                      "lines": _write_pairs(out, "train", data.src, data.tgt, pairs)}}
+
+
+def _custom_splits(data: Data, out: Path) -> dict:
+    assert data.custom is not None  # the params model checks it
+    return {split: _custom_split(data, split, spec, out) for split, spec in data.custom.items()}
+
+
+def _registry_splits(data: Data, out: Path) -> dict:
+    corpus = registry.CORPORA[data.corpus]
+    return {split: _registry_split(data, split, files, out) for split, files in corpus.files.items()}
+
+
+FETCH = {"sample": _sample_splits, "custom": _custom_splits, "hf": _hf_splits, "registry": _registry_splits}
+
+
 def run(params: Params, paths: Paths) -> dict:
-    """Download (or generate) the corpus into data/raw/."""
+    """Download (or generate) the corpus into data/raw/: one function per kind of corpus (``FETCH``)."""
     data = params.data
     with stage_outputs() as outputs:
         out = outputs.dir(paths.raw)
-        if data.corpus == "sample-ko-en":
-            pairs = sample_ko_en.generate(data.sample_pairs, data.seed)
-            if data.src == "en":
-                pairs = ((e, k) for k, e in pairs)
-            splits = {"train": {"generator": "sample-ko-en", "seed": data.seed,
-                                "lines": _write_pairs(out, "train", data.src, data.tgt, pairs)}}
-        elif data.corpus == "custom":
-            assert data.custom is not None
-            splits = {split: _custom_split(data, split, spec, out) for split, spec in data.custom.items()}
-        elif data.corpus.startswith("hf:"):
-            splits = _hf_splits(data, out)
-        else:
-            corpus = registry.CORPORA[data.corpus]
-            splits = {split: _registry_split(data, split, files, out) for split, files in corpus.files.items()}
+        splits = FETCH[corpora.kind(data.corpus)](data, out)
         for split, info in splits.items():
             if info["lines"] == 0:
                 raise PipelineError(f"{data.corpus}: the {split} split is empty")

@@ -28,19 +28,13 @@ import json
 import logging
 import math
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
-from tqdm import tqdm
 
 from pipeline import checkpoint
 from pipeline.cli import stage_main
@@ -48,56 +42,16 @@ from pipeline.common import PipelineError, atomic_file, read_lines, stage_output
 from pipeline.config import Params, Paths, Train
 from pipeline.dataset import Pairs, load_split, padding_ratio, token_batches
 from pipeline.decoding import from_params
-from pipeline.device import amp_dtype, autocast, choose_device, init_distributed
+from pipeline.device import amp_dtype, autocast, choose_device, init_distributed, relaunch_under_torchrun
 from pipeline.inference.translator import Translator
 from pipeline.models import Seq2SeqBase, build_model
+from pipeline.schedule import lr_factor, progress, teacher_forcing
 from pipeline.scoring import corpus_score
 from pipeline.tokens import load_tokenizers
-from pipeline.tracking import connect, experiment_id, flatten, run_tags
+from pipeline.tracking import connect, end_abandoned_run, training_run, write_curves
 
 log = logging.getLogger(__name__)
-
-
-def lr_factor(cfg: Train, step: int, progress: float) -> float:
-    """Multiplier of train.lr at optimiser step ``step`` (0-based). ``progress`` (0 to 1) is how far
-    training is: through its epochs, or through ``max_minutes``, whichever is further; so a time-budgeted
-    schedule anneals by the end of the budget instead of by an epoch count it never reaches."""
-    s, warm = step + 1, cfg.warmup_steps
-    if cfg.scheduler == "noam":  # linear warmup, then 1/sqrt(step); peaks at lr
-        return min(s / max(warm, 1), math.sqrt(max(warm, 1) / s))
-    if warm and s <= warm:
-        return s / warm
-    if cfg.scheduler == "cosine":
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))  # down to 10% of lr
-    if cfg.scheduler == "wsd":
-        # warmup-stable-decay: the full rate until the last ``decay_fraction`` of the run, then down to 0 in
-        # the "1 - sqrt" shape, which Hägele et al. (2024) found to match cosine at any length; the stable
-        # phase keeps the high-rate progress that a cosine over a short budget gives away early
-        into_decay = (progress - (1.0 - cfg.decay_fraction)) / cfg.decay_fraction
-        return 1.0 - math.sqrt(min(max(into_decay, 0.0), 1.0))
-    return 1.0
-
-
-def progress(cfg: Train, step: int, total_steps: int, seconds: float) -> float:
-    """How far training is, 0 to 1, after the warmup: through its steps, or through its time budget
-    (``seconds`` of training so far against ``max_minutes``), whichever is further."""
-    warm = cfg.warmup_steps
-    by_steps = (step - warm) / max(total_steps - warm, 1)
-    by_time = seconds / (60 * cfg.max_minutes) if cfg.max_minutes else 0.0
-    return min(max(by_steps, by_time, 0.0), 1.0)
-
-
-def teacher_forcing(cfg: Train, step: int, progress: float) -> float:
-    """Probability of feeding the gold previous token (scheduled sampling, Bengio et al. 2015). ``linear``
-    decays over the same ``progress`` as the learning rate (epochs or time budget, whichever is further),
-    so it reaches its floor at the end of a time-budgeted run too; ``inverse_sigmoid`` is defined by its
-    ``sampling_k`` in steps."""
-    if cfg.scheduled_sampling == "linear":
-        return max(cfg.teacher_forcing_min, 1.0 - (1.0 - cfg.teacher_forcing_min) * progress)
-    if cfg.scheduled_sampling == "inverse_sigmoid":
-        k = cfg.sampling_k
-        return max(cfg.teacher_forcing_min, k / (k + math.exp(min(step / k, 50.0))))
-    return 1.0
+PROGRESS_SECONDS = 20.0  # between progress lines
 
 
 class LossModule(nn.Module):
@@ -302,46 +256,17 @@ def resume(s: Session) -> State:
                  "a finished" if ck["fingerprint"] == s.fingerprint else "another params/data")
     if s.rank == 0:
         if ck is not None and not ck["state"].get("complete") and ck["state"].get("run_id"):
-            _end_abandoned_run(s.mlflow, ck["state"]["run_id"])
+            end_abandoned_run(s.mlflow, ck["state"]["run_id"])
         checkpoint.clear_checkpoints(s.paths.checkpoints)
     return fresh
-
-
-def _end_abandoned_run(mlflow: Any, run_id: str) -> None:
-    try:
-        run = mlflow.get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        return  # another store, or deleted
-    if run.info.status == "RUNNING":
-        mlflow.MlflowClient().set_terminated(run_id, "KILLED")
-        log.info("MLflow run %s was left running by an interrupted training; marked KILLED", run_id)
 
 
 def start_tracking(s: Session, state: State) -> contextlib.AbstractContextManager:
     """The MLflow run of this training: the resumed one, or a new one with every param logged."""
     if s.mlflow is None:
         return contextlib.nullcontext()
-    mlflow = s.mlflow
-    if state.run_id:
-        return mlflow.start_run(run_id=state.run_id)
-    params, paths = s.params, s.paths
-    m = params.model
-    name = (f"{params.data.corpus}-transformer" if m.arch == "transformer"
-            else f"{params.data.corpus}-{m.rnn.cell}-{m.rnn.attention}")
-    active = mlflow.start_run(experiment_id=experiment_id(mlflow, s.cfg.experiment, paths.root), run_name=name,
-                              tags=run_tags(paths.root))
-    mlflow.log_params(flatten(params.model_dump()))
-    mlflow.log_params({"model.parameters": sum(p.numel() for p in s.model.parameters()), "world_size": s.world})
-    # what the data stages did, beside the model: params and files, so that the run's metrics are the model's
-    for stage in ("clean", "tokenize", "build"):
-        report = paths.metrics / f"{stage}.json"
-        if report.exists():
-            mlflow.log_params(flatten(json.loads(report.read_text()), f"data_report.{stage}."))
-            mlflow.log_artifact(str(report), artifact_path="data_reports")
-    embeddings = paths.embeddings / "info.json"
-    if params.train.embeddings == "pretrained" and embeddings.exists():
-        mlflow.log_params(flatten(json.loads(embeddings.read_text()), "data_report.embeddings."))
-        mlflow.log_artifact(str(paths.embeddings / "neighbours.tsv"), artifact_path="embeddings")
+    active = training_run(s.mlflow, state.run_id, s.params, s.paths,
+                          {"model.parameters": sum(p.numel() for p in s.model.parameters()), "world_size": s.world})
     state.run_id = active.info.run_id
     return active
 
@@ -357,10 +282,8 @@ def train_epoch(s: Session, state: State, epoch: int) -> None:
     if state.batch == 0:
         state.padding_ratio = padding_ratio(data.src_len, data.tgt_len, batches)
     pin = s.device.type == "cuda"
-    bar = tqdm(range(state.batch, len(groups)), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-               disable=None if s.rank == 0 else True, initial=state.batch, total=len(groups))
-    tic = time.perf_counter()
-    for i in bar:
+    tic = reported = time.perf_counter()
+    for i in range(state.batch, len(groups)):
         done = s.progress(state, state.train_seconds + time.perf_counter() - tic)
         s.set_lr(state, done)
         # every batch's loss is divided by the target tokens of the whole step (all processes)
@@ -383,7 +306,9 @@ def train_epoch(s: Session, state: State, epoch: int) -> None:
         s.optimizer.zero_grad(set_to_none=True)
         state.step += 1
         state.batch = i + 1
-        bar.set_postfix(loss=f"{state.epoch_loss / max(state.epoch_tokens, 1):.3f}", refresh=False)
+        if s.rank == 0 and time.perf_counter() - reported >= PROGRESS_SECONDS:
+            reported = time.perf_counter()
+            report_progress(s, state, epoch, len(groups), state.train_seconds + reported - tic)
         if state.step % cfg.checkpoint_every == 0:
             state.train_seconds += time.perf_counter() - tic
             tic = time.perf_counter()
@@ -392,6 +317,19 @@ def train_epoch(s: Session, state: State, epoch: int) -> None:
             state.out_of_time = True
             break
     state.train_seconds += time.perf_counter() - tic
+
+
+def report_progress(s: Session, state: State, epoch: int, batches: int, seconds: float) -> None:
+    """One progress line (the flow draws its bar from these): how far the run is, by epochs or by its time
+    budget, whichever is further, and where the epoch stands."""
+    cfg = s.cfg
+    by_epochs = (epoch + state.batch / batches) / cfg.epochs
+    done = max(by_epochs, seconds / (60 * cfg.max_minutes) if cfg.max_minutes else 0.0)
+    budget = f" of {cfg.max_minutes:g}" if cfg.max_minutes else ""
+    log.info("progress %5.1f%% | epoch %d/%d, batch %d/%d, step %d | loss %.3f | %.0f tok/s | %.1f%s min",
+             100 * min(done, 1.0), epoch + 1, cfg.epochs, state.batch, batches, state.step,
+             state.epoch_loss / max(state.epoch_tokens, 1), state.train_tokens / max(seconds, 1e-9), seconds / 60,
+             budget)
 
 
 def _out_of_time(s: Session, seconds: float) -> bool:
@@ -468,8 +406,7 @@ def finish(s: Session, state: State) -> dict[str, Any]:
                "train_tokens_per_sec": round(tokens_per_sec, 1), "padding_ratio": round(state.padding_ratio, 4)}
     if s.rank == 0:
         params, paths, model, mlflow = s.params, s.paths, s.model, s.mlflow
-        best = torch.load(paths.checkpoints / "best.pt", map_location=s.device, weights_only=True)
-        model.load_state_dict(best["state_dict"])
+        model.load_state_dict(checkpoint.load_weights(paths.checkpoints / "best.pt", s.device))
         if s.cfg.average_last:
             metrics |= _average_if_better(s, best_row[key])
         extra = {"src_lang": params.data.src, "tgt_lang": params.data.tgt, "epoch": best_row["epoch"],
@@ -492,20 +429,6 @@ def finish(s: Session, state: State) -> dict[str, Any]:
     log.info("model: %s (best epoch %d, valid ppl %.2f, %.0f target tokens/s)", s.paths.model / "model.pt",
              best_row["epoch"], best_row["valid_ppl"], tokens_per_sec)
     return metrics
-
-
-def write_curves(directory: Path, history: list[dict[str, float]]) -> None:
-    """Per-epoch curves in DVCLive's layout (``metrics.json``, ``plots/metrics/<name>.tsv``, step = epoch),
-    which ``dvc plots show/diff`` draw and ``dvc exp show`` lists. Written once, from the checkpointed
-    history, at the end: a failed, killed or resumed run never leaves half a curve behind."""
-    from dvclive import Live
-
-    with Live(dir=str(directory), save_dvc_exp=False, dvcyaml=False) as live:
-        for row in history:
-            live.step = int(row["epoch"])
-            for name, value in row.items():
-                if name not in ("epoch", "step"):
-                    live.log_metric(name, value)
 
 
 def _average_if_better(s: Session, best_score: float) -> dict[str, Any]:
@@ -537,19 +460,11 @@ def _average_if_better(s: Session, best_score: float) -> dict[str, Any]:
 
 def _under_torchrun(params: Params, paths: Paths) -> dict:
     """``train.processes > 1``: this stage again, as that many DDP processes (so dvc.yaml's command stays
-    `python -m pipeline.stages.train`). Each process gets its share of the CPU threads."""
+    `python -m pipeline.stages.train`)."""
     n = params.train.processes
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=paths.root, delete=False) as fh:
-        yaml.safe_dump(params.model_dump(), fh, allow_unicode=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or n) // n)))
-    try:
-        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                               f"--nproc_per_node={n}", "-m", "pipeline.stages.train", "--params", fh.name,
-                               "--root", str(paths.root)], env=env)
-    finally:
-        os.unlink(fh.name)
-    if done.returncode:
-        raise PipelineError(f"{n} training processes under torchrun failed (exit {done.returncode}); "
+    code = relaunch_under_torchrun("pipeline.stages.train", params.model_dump(), paths.root, n)
+    if code:
+        raise PipelineError(f"{n} training processes under torchrun failed (exit {code}); "
                             f"see {paths.logs / 'train.log'} and the lines above")
     return json.loads((paths.metrics / "train.json").read_text())
 
