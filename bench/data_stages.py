@@ -81,7 +81,7 @@ def make_corpus(raw: Path, pairs: int, seed: int = 0) -> None:
 def run_stage(stage: str, root: Path) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes, summed over the process and its children)."""
     start = time.perf_counter()
-    module = f"pipeline.{MODULES.get(stage, stage)}"
+    module = f"pipeline.stages.{MODULES.get(stage, stage)}"
     proc = subprocess.Popen([sys.executable, "-m", module, "--root", str(root), "--params",
                              str(root / "params.yaml")], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)

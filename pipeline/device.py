@@ -27,11 +27,17 @@ def choose_device(pref: str, what: str = "train.device") -> torch.device:
     return torch.device("cpu")
 
 
-def choose_amp(setting: str, cuda: bool, bf16_supported: bool) -> torch.dtype | None:
+# Where bf16 autocast pays on a CPU with native bf16 (bench/train_speed.py --only precision, 2-core Xeon
+# with AMX: the Transformer 1.54x fp32's target tokens/s; the GRU 0.95x, its recurrences stay fp32 and
+# the casts around them cost more than the bf16 matmuls save).
+CPU_BF16_ARCHS = frozenset({"transformer"})
+
+
+def choose_amp(setting: str, cuda: bool, bf16_supported: bool, arch: str = "transformer") -> torch.dtype | None:
     """The autocast dtype for ``train.amp``. ``auto``: on a GPU, bf16 where it has it, else fp16 (with a
     GradScaler: T4, V100); on a CPU, bf16 where the processor multiplies bf16 natively (AVX512-BF16 or
-    AMX; measured 1.4-1.6x fp32's training tokens/s here, docs/benchmarks.md), else none: emulated bf16
-    is slower than fp32. ``bf16_supported`` is the GPU's or the CPU's, as ``cuda`` says."""
+    AMX) and the architecture was measured faster so (``CPU_BF16_ARCHS``), else none: emulated bf16 is
+    slower than fp32. ``bf16_supported`` is the GPU's or the CPU's, as ``cuda`` says."""
     if setting == "off":
         return None
     where = "this GPU" if cuda else "this CPU (no AVX512-BF16 or AMX)"
@@ -45,7 +51,7 @@ def choose_amp(setting: str, cuda: bool, bf16_supported: bool) -> torch.dtype | 
         return torch.float16
     if cuda:
         return torch.bfloat16 if bf16_supported else torch.float16
-    return torch.bfloat16 if bf16_supported else None
+    return torch.bfloat16 if bf16_supported and arch in CPU_BF16_ARCHS else None
 
 
 def cpu_has_bf16() -> bool:
@@ -54,9 +60,9 @@ def cpu_has_bf16() -> bool:
     return any(probe() for probe in probes if probe is not None)
 
 
-def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+def amp_dtype(setting: str, device: torch.device, arch: str) -> torch.dtype | None:
     cuda = device.type == "cuda"
-    return choose_amp(setting, cuda, torch.cuda.is_bf16_supported() if cuda else cpu_has_bf16())
+    return choose_amp(setting, cuda, torch.cuda.is_bf16_supported() if cuda else cpu_has_bf16(), arch)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

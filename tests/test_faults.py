@@ -56,7 +56,7 @@ def run(root: Path, entry: str, *args: str, env: dict | None = None, timeout: in
         "make repro": ["make", "-o", str(VENV / ".installed"), f"VENV={VENV}", "repro"],
         "dvc repro": [str(VENV / "bin" / "dvc"), "repro"],
         "flows.dvc": [sys.executable, "-m", "flows.dvc"],  # what `make repro` runs; takes the stage to stop at
-        "stage": [sys.executable, "-m", f"pipeline.{args[0] if args else ''}"],
+        "stage": [sys.executable, "-m", f"pipeline.stages.{args[0] if args else ''}"],
     }
     cmd = commands[entry] + (list(args[1:]) if entry == "stage" else list(args))
     return subprocess.run(cmd, cwd=root, env=env or _env(), capture_output=True, text=True, timeout=timeout,

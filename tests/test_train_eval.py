@@ -277,6 +277,8 @@ def test_amp_is_fp16_with_a_scaler_where_the_gpu_has_no_bf16():
     assert choose_amp("auto", cuda=True, bf16_supported=True) is torch.bfloat16
     assert choose_amp("auto", cuda=False, bf16_supported=False) is None  # a CPU without native bf16: fp32
     assert choose_amp("auto", cuda=False, bf16_supported=True) is torch.bfloat16  # AVX512-BF16 or AMX
+    assert choose_amp("auto", cuda=False, bf16_supported=True, arch="rnn") is None  # measured slower in bf16
+    assert choose_amp("bf16", cuda=False, bf16_supported=True, arch="rnn") is torch.bfloat16  # asked for
     assert choose_amp("off", cuda=True, bf16_supported=True) is None
     assert choose_amp("off", cuda=False, bf16_supported=True) is None
     with pytest.raises(PipelineError, match="train.amp is 'bf16' but this GPU has no native bf16"):

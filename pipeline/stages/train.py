@@ -213,7 +213,7 @@ def setup(params: Params, paths: Paths) -> Session:
     if steps_per_epoch == 0:
         raise PipelineError(f"one epoch has {n_batches} batches, fewer than accumulate x processes ({group})")
     total_steps = steps_per_epoch * cfg.epochs
-    amp = amp_dtype(cfg.amp, device)
+    amp = amp_dtype(cfg.amp, device, params.model.arch)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     loss_module: nn.Module = LossModule(model)
     if cfg.compile:
