@@ -241,7 +241,7 @@ class Train(Section):
     average_last: Annotated[int, Field(ge=0)] = 0  # average the last N step checkpoints into the model; 0 = off
     seed: int = 1
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: bf16 where native (GPU or CPU), fp16 on older GPUs
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # auto: pipeline.device.choose_amp
     compile: bool = False  # torch.compile the model
     threads: int = 0  # torch intra-op threads on CPU; 0 = all cores
     processes: PositiveInt = 1  # > 1: DDP, the train stage relaunches itself under torchrun

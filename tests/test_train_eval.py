@@ -14,6 +14,7 @@ import pytest
 import sacrebleu
 import torch
 
+from flows.pipeline import _TRAINING, TrainingBar  # at import: Prefect sets up logging once, before caplog
 from pipeline import schedule
 from pipeline.checkpoint import load_model
 from pipeline.config import Paths, load_params
@@ -387,3 +388,28 @@ def test_validation_bleu_and_averaging_use_the_translator_on_the_raw_valid_split
     assert metrics["averaged_valid_bleu"] == pytest.approx(bleu(model_weights) if metrics["averaged_checkpoints"]
                                                            else metrics["averaged_valid_bleu"], abs=1e-4)
     assert (metrics["averaged_checkpoints"] > 0) == (metrics["averaged_valid_bleu"] >= best["valid_bleu"])
+
+
+def test_progress_lines_feed_the_flows_bar_and_a_log_sees_one_every_five_minutes(caplog):
+    """train's progress line is what flows/pipeline.py parses; off a terminal the bar prints at most one line
+    per interval, so a 150-minute run writes about 30 lines to a CI log, not one per step."""
+    import logging
+    from types import SimpleNamespace
+
+    from pipeline.config import Train
+
+    s = SimpleNamespace(cfg=Train(epochs=100, max_minutes=150))
+    state = train.State(best=math.inf, batch=300, step=1300, epoch_loss=4000.0, epoch_tokens=1000, train_tokens=10**6)
+    with caplog.at_level(logging.INFO, logger="pipeline.stages.train"):
+        train.report_progress(s, state, 2, 600, 45 * 60.0)
+    line = caplog.records[-1].getMessage()
+    found = _TRAINING.search(line)
+    assert found and float(found.group(1)) == pytest.approx(30.0)  # 45 of 150 minutes, ahead of 2.5 of 100 epochs
+    assert "epoch 3/100, batch 300/600, step 1300 | loss 4.000 | 370 tok/s | 45.0 of 150 min" in found.group(2)
+    bar = TrainingBar(every=300.0)
+    with caplog.at_level(logging.INFO, logger="flows.progress"):
+        caplog.clear()
+        for _ in range(3):
+            bar.update(float(found.group(1)), found.group(2))
+    shown = [r.getMessage() for r in caplog.records if r.name == "flows.progress"]
+    assert shown == [f"   30.0% | {found.group(2)}"]  # pytest's capture is not a terminal

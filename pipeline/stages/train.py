@@ -128,7 +128,7 @@ class Session:
     model: Seq2SeqBase
     loss_module: nn.Module  # the model's loss, wrapped in DDP when world > 1
     optimizer: torch.optim.Optimizer
-    amp: torch.dtype | None  # autocast dtype (CUDA only)
+    amp: torch.dtype | None  # autocast dtype (None: fp32)
     scaler: torch.amp.GradScaler  # fp16 only; a no-op otherwise
     train_set: Pairs
     valid_set: Pairs
