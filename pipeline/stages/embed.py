@@ -25,7 +25,6 @@ import numpy as np
 from scipy import sparse
 from tokenizers import Tokenizer
 
-from pipeline import glove
 from pipeline.cli import stage_main
 from pipeline.common import PipelineError, stage_outputs, write_json
 from pipeline.config import Embed, Params, Paths
@@ -58,6 +57,8 @@ def train_word2vec(sentences: list[np.ndarray], vocab_size: int, cfg: Embed) -> 
 
 def train_glove(sentences: list[np.ndarray], vocab_size: int, cfg: Embed) -> tuple[np.ndarray, np.ndarray, dict]:
     """(vectors [vocab, dim], trained [vocab] bool, report) with GloVe; pieces rarer than min_count left out."""
+    from pipeline import glove  # here: it imports torch, which word2vec runs never need (2 s a process)
+
     g = cfg.glove
     counts = glove.cooccurrence(sentences, vocab_size, cfg.window, g.memory_mb)
     frequency = np.bincount(np.concatenate(sentences), minlength=vocab_size)
