@@ -198,3 +198,34 @@ def test_rnn_scheduled_sampling_keeps_the_target_embedding_dropout():
     model.dropout.register_forward_hook(lambda m, i, out: dropped.append(i[0]))
     model.loss(src, src_len, tgt, teacher_forcing=0.5)  # scheduled sampling: through step()
     assert embedded and all(any(e is d for d in dropped) for e in embedded)
+
+
+@pytest.mark.parametrize("arch", ["rnn", "transformer"])
+def test_an_ensemble_of_a_model_with_itself_decodes_as_the_model(arch):
+    from pipeline.inference.ensemble import Ensemble
+
+    torch.manual_seed(3)
+    model = _model(arch=arch).eval()
+    src, src_len, _ = _batch([[5, 6, 7, EOS], [8, 9, EOS]], [[BOS, EOS]] * 2)
+    for beam in (1, 3):
+        alone, _ = beam_search(model, src, src_len, max_len=8, beam=beam, alpha=1.0)
+        twice, attn = beam_search(Ensemble([model, model]), src, src_len, max_len=8, beam=beam, alpha=1.0)
+        assert twice.tolist() == alone.tolist()
+        assert attn is not None and attn.shape[:2] == twice.shape
+
+
+def test_an_ensemble_scores_the_mean_of_its_members_probabilities():
+    from pipeline.inference.ensemble import Ensemble
+
+    first = TableModel({(): {A: 0.9, EOS: 0.1}, (A,): {EOS: 1.0}})
+    second = TableModel({(): {A: 0.1, B_: 0.6, EOS: 0.3}, (B_,): {EOS: 1.0}})
+    ensemble = Ensemble([first, second])
+    src, src_len, _ = _batch([[A, EOS]], [[BOS, EOS]])
+    memory = ensemble.encode(src, src_len)
+    logp, _, weights = ensemble.step(torch.tensor([BOS]), ensemble.start(memory), memory)
+    assert torch.exp(logp[0, [A, B_, EOS]]).tolist() == pytest.approx([0.5, 0.3, 0.2])
+    assert weights is None  # neither member has attention
+    # alone, each picks its own favourite; together A (0.5) beats B (0.3), and A then ends
+    assert _decode(ensemble, beam=2)[0] == [A]
+    with pytest.raises(ValueError, match="two members or more"):
+        Ensemble([first])

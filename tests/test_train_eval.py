@@ -413,3 +413,21 @@ def test_progress_lines_feed_the_flows_bar_and_a_log_sees_one_every_five_minutes
             bar.update(float(found.group(1)), found.group(2))
     shown = [r.getMessage() for r in caplog.records if r.name == "flows.progress"]
     assert shown == [f"   30.0% | {found.group(2)}"]  # pytest's capture is not a terminal
+
+
+def test_an_ensemble_of_the_model_and_its_checkpoints_translates_and_refuses_another_vocabulary(trained, tmp_path):
+    from pipeline.common import PipelineError
+    from pipeline.inference.ensemble import Ensemble, ensemble_translator
+
+    _, paths, _ = trained
+    steps = sorted(paths.checkpoints.glob("step-*.pt"))
+    assert steps, "the tiny training keeps step checkpoints"
+    translator = ensemble_translator(paths.model / "model.pt", [steps[-1], paths.checkpoints / "best.pt"])
+    assert isinstance(translator.model, Ensemble) and len(translator.model.members) == 3
+    out = translator.translate(["나는 어제 책을 읽었다", ""])
+    assert len(out) == 2 and out[1] == ""
+    blob = torch.load(paths.model / "model.pt", weights_only=True)
+    blob["tgt_tokenizer"] = blob["tgt_tokenizer"].replace('"<unk>"', '"<UNK>"', 1)
+    torch.save(blob, tmp_path / "other.pt")
+    with pytest.raises(PipelineError, match="tgt tokenizer differs from .*model.pt's; an ensemble's members"):
+        ensemble_translator(paths.model / "model.pt", [tmp_path / "other.pt"])
