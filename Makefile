@@ -6,7 +6,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: help install pipeline repro promote compare test lint ui serve serve-model
+.PHONY: help install pipeline repro promote compare test lint ui serve serve-model deploy worker push pull
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,15 +32,27 @@ repro: $(STAMP)  ## the same stages through `dvc repro` (a failure ends with one
 compare: $(STAMP)  ## run a grid of models as DVC experiments (GRID=lineup, JOBS=1): reports/compare.md
 	$(PY) -m flows.compare --grid $(or $(GRID),lineup) --jobs $(or $(JOBS),1)
 
+deploy: $(STAMP)  ## deploy this project to the Prefect process work pool POOL (default nmt) on PREFECT_API_URL; CRON= to schedule
+	$(PY) -m flows.pipeline --deploy $(or $(POOL),nmt) $(if $(CRON),--cron "$(CRON)")
+
+worker: $(STAMP)  ## a Prefect worker for the work pool POOL (default nmt): runs the deployed pipelines
+	$(VENV)/bin/prefect worker start --pool $(or $(POOL),nmt) --type process
+
+push: $(STAMP)  ## send the DVC cache (data, models) to the default DVC remote (`dvc remote add -d ...`)
+	$(PY) -m dvc push
+
+pull: $(STAMP)  ## fetch this commit's data and models from the DVC remote: `dvc repro` then reruns nothing
+	$(PY) -m dvc pull
+
 promote: $(STAMP)  ## give the last registered model @champion if it beats the current one
 	$(PY) -m pipeline.stages.promote
 
-serve-model: $(STAMP)  ## serve models:/<name>@champion over HTTP on 127.0.0.1:5001 (POST /invocations)
-	$(PY) -m pipeline.inference.serving
+serve-model: $(STAMP)  ## serve models:/<name>@champion on 127.0.0.1:5001 (POST /invocations); MODEL=models:/<name>-student@champion
+	$(PY) -m pipeline.inference.serving $(if $(MODEL),--model $(MODEL))
 
 test: $(STAMP)  ## lint, then the test suite
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15  # the slowest tests, for keeping the suite short
 
 lint: $(STAMP)  ## ruff only
 	$(VENV)/bin/ruff check .

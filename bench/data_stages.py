@@ -15,6 +15,7 @@ Targets (2-core machine): clean + tokenize + build under 180 s, peak RSS under 2
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import random
@@ -66,7 +67,7 @@ def scratch_project(root: Path, overrides: dict) -> tuple:
 def make_corpus(raw: Path, pairs: int, seed: int = 0) -> None:
     de, en = (gzip.decompress((SHARED / f"train.{x}.gz").read_bytes()).decode().splitlines() for x in ("de", "en"))
     rng = random.Random(seed)
-    raw.mkdir(parents=True)
+    raw.mkdir(parents=True, exist_ok=True)
     with open(raw / "train.de", "w", encoding="utf-8") as fd, open(raw / "train.en", "w", encoding="utf-8") as fe:
         for n in range(pairs):
             i = n % len(de)
@@ -78,6 +79,30 @@ def make_corpus(raw: Path, pairs: int, seed: int = 0) -> None:
     (raw / "manifest.json").write_text(json.dumps({"corpus": "bench", "splits": {"train": {"lines": pairs}}}))
 
 
+class PeakRSS:
+    """``with PeakRSS(pid) as rss:`` samples the resident memory of a process and its children every 50 ms;
+    ``rss.peak`` is the highest sum seen (bytes)."""
+
+    def __init__(self, pid: int):
+        self.process, self.peak, self.done = psutil.Process(pid), 0, threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self.done.is_set():
+            with contextlib.suppress(psutil.Error):
+                children = self.process.children(recursive=True)
+                self.peak = max(self.peak, self.process.memory_info().rss + sum(c.memory_info().rss for c in children))
+            time.sleep(0.05)
+
+    def __enter__(self) -> PeakRSS:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+
+
 def run_stage(stage: str, root: Path) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes, summed over the process and its children)."""
     start = time.perf_counter()
@@ -85,28 +110,11 @@ def run_stage(stage: str, root: Path) -> tuple[float, int]:
     proc = subprocess.Popen([sys.executable, "-m", module, "--root", str(root), "--params",
                              str(root / "params.yaml")], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    peak = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        p = psutil.Process(proc.pid)
-        while not done.is_set():
-            try:
-                rss = p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
-                peak = max(peak, rss)
-            except psutil.Error:
-                pass
-            time.sleep(0.05)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    _, err = proc.communicate()
-    done.set()
-    t.join()
+    with PeakRSS(proc.pid) as rss:
+        _, err = proc.communicate()
     if proc.returncode:
         raise SystemExit(f"{stage} failed:\n{err}")
-    return time.perf_counter() - start, peak
+    return time.perf_counter() - start, rss.peak
 
 
 def baselines(root: Path, n: int = 100_000) -> dict:

@@ -298,7 +298,7 @@ def curve_run(args: argparse.Namespace) -> None:
     meta = json.loads((paths.dataset / "meta.json").read_text())
     model = build_model(**params.model.fields(meta["src_vocab"], meta["tgt_vocab"], params.tokenize.joint)).eval()
     translator = Translator(model, *load_tokenizers(paths.tokenizer), params.clean.preprocessing,
-                            params.build.max_len, from_params(params))
+                            params.build.max_len, from_params(params).replace(beam_size=args.beam))
     test = paths.original / "test"
     sources, references = _lines(test.with_suffix(f".{src}")), _lines(test.with_suffix(f".{tgt}"))
     valid = load_split(paths.dataset, "valid")
@@ -320,7 +320,9 @@ def curve_run(args: argparse.Namespace) -> None:
         for at in args.sentences_at:
             if at not in translations and minutes >= at - args.every / 2:
                 translations[at] = (minutes, translator.translate(EVERYDAY[src]))
-    print(f"\n{src}→{tgt}; BLEU {scores['bleu_signature']}; chrF {scores['chrf_signature']}\n")
+                for sentence, said in zip(EVERYDAY[src], translations[at][1], strict=True):  # now: a long run
+                    print(f"  {minutes:.0f} min | {sentence} | {said}", flush=True)  # may be cut short
+    print(f"\n{src}→{tgt}, beam {args.beam}; BLEU {scores['bleu_signature']}; chrF {scores['chrf_signature']}\n")
     print("| training minutes | step | valid loss | valid ppl | BLEU | chrF |\n|---:|---:|---:|---:|---|---|")
     for step, minutes, loss, sc, _ in rows:
         print(f"| {minutes:.0f} | {step} | {loss:.3f} | {math.exp(loss):.1f} | {sc['bleu']:.2f} ± {sc['bleu_ci']:.2f} "

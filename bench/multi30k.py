@@ -6,8 +6,8 @@ beam search (sacrebleu default: cased, 13a; and lowercased, the convention of th
 numbers: 28.3 for a bidirectional GRU + Bahdanau, 36.5 for a 3+3-layer Transformer, 10 GPU epochs),
 chrF, wall time and training tokens/s.
 
-    python bench/multi30k.py --arch rnn --minutes 60
-    python bench/multi30k.py --arch transformer --minutes 60
+    python bench/multi30k.py --arch rnn --minutes 25 --scheduler wsd
+    python bench/multi30k.py --arch transformer --minutes 25 --scheduler wsd --out bench/out/m30k-transformer
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=60.0, help="training time budget")
     parser.add_argument("--epochs", type=int, default=200, help="upper bound; the budget usually stops first")
     parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--scheduler", choices=["constant", "noam", "cosine", "wsd"],
+                        help="the learning-rate schedule (default: the architecture's in SETTINGS)")
+    parser.add_argument("--amp", choices=["auto", "bf16", "off"], default="auto", help="train.amp")
     parser.add_argument("--average", type=int, default=5, help="average the last N epoch checkpoints (0: off)")
     parser.add_argument("--out", type=Path, help="keep the scratch project here (default: a temp dir)")
     args = parser.parse_args()
@@ -69,6 +72,9 @@ def main() -> None:
                            "checkpoint_every": 100_000,  # step files at epoch ends only: those are averaged
                            "keep_checkpoints": max(args.average, 2), "average_last": args.average},
                  "evaluate": {"beam_size": args.beam}}
+    if args.scheduler:
+        overrides["train"]["scheduler"] = args.scheduler
+    overrides["train"]["amp"] = args.amp
     params = merged(merged(params, SETTINGS[args.arch]), overrides)
     (root / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     p, paths = load_params(root / "params.yaml"), Paths(root)
@@ -91,7 +97,8 @@ def main() -> None:
                "best_epoch": trained["best_epoch"], "train_tokens_per_sec": trained["train_tokens_per_sec"],
                "averaged_checkpoints": trained.get("averaged_checkpoints", 0),
                "bleu_cased": scores["bleu"], "bleu_lowercase": scores["bleu_lowercase"], "chrf": scores["chrf"],
-               "beam": args.beam, "wall_minutes": round(wall / 60, 1)}
+               "beam": args.beam, "scheduler": p.train.scheduler, "amp": p.train.amp,
+               "wall_minutes": round(wall / 60, 1)}
     if trained.get("averaged_checkpoints"):  # the best single epoch, for the share averaging bought
         summary["bleu_cased_best_epoch"] = _bleu(best_epoch_translator(paths, p), paths, p)
     print(json.dumps(summary, indent=2))

@@ -19,6 +19,7 @@ cache: whatever one of them built, the others reuse.
     python -m flows.pipeline                        # run once (ephemeral Prefect, no server)
     python -m flows.pipeline --force                # rerun every stage
     python -m flows.pipeline --serve --cron "0 3 * * *"   # scheduled runs until Ctrl-C (`make serve`)
+    python -m flows.pipeline --deploy nmt [--cron ...]     # a deployment on the work pool nmt (`make deploy`)
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from flows.dvc import lock_entry, repro, stage_env
 # One line per stage, and per training epoch: what `make pipeline` shows (main() gives it a console handler).
 PROGRESS = logging.getLogger("flows.progress")
 SAID = {"unchanged": "ran, outputs unchanged"}  # the other statuses say themselves
+STUDENT_STAGES = ("distill", "student_build", "student_train", "student_evaluate")  # params: distill
+BAR_STAGES = {"train", "student_train", "distill"}  # long stages whose progress lines become a bar
 _EPOCH = re.compile(r"(epoch \d+: train loss .*?)\s*$")
 _TRAINING = re.compile(r"progress +([\d.]+)% \| (.*?)\s*$")  # train's progress lines
 
@@ -113,7 +116,9 @@ def stage_plan(root: Path) -> tuple[list[str], set[str]]:
 
     with Repo(str(root)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
-        order = [stage.name for stage in reversed(list(nx.topological_sort(graph)))]
+        written = {stage: n for n, stage in enumerate(repo.index.stages)}
+        # dependencies first, and otherwise dvc.yaml's order: the teacher is evaluated before the student trains
+        order = [stage.name for stage in nx.lexicographical_topological_sort(graph.reverse(), key=written.get)]
         # DVC names a stage relative to the working directory ("../project/dvc.yaml:train" from elsewhere)
         stale = {key.rsplit(":", 1)[-1] for key in repo.status()}
         return order, stale if stale <= set(order) else set(order)  # a name we cannot place: ask DVC for each
@@ -128,26 +133,28 @@ def _transient(task, task_run, state) -> bool:
 
 
 @task(retries=1, retry_delay_seconds=float(os.environ.get("NMT_RETRY_DELAY", 30)), retry_condition_fn=_transient)
-def run_stage(name: str, root: str, force: bool = False, up_to_date: bool = False
+def run_stage(name: str, root: str, force: bool = False, up_to_date: bool = False, quiet: bool = False
               ):  # -> a summary dict, or a Failed state
     """Reproduce one DVC stage if it is stale; report whether it ran. ``up_to_date``: DVC said so before the
-    run, and no stage before this one changed anything since, so there is nothing to ask DVC again."""
+    run, and no stage before this one changed anything since, so there is nothing to ask DVC again.
+    ``quiet``: no console line (a student stage while distillation is off: the flow says that once)."""
     logger = get_run_logger()
     start = time.perf_counter()
+    say = (lambda *_: None) if quiet else _say
     if up_to_date and not force:
         logger.info("stage %s: cached (dvc status: up to date)", name)
-        _say(name, "cached", time.perf_counter() - start)
+        say(name, "cached", time.perf_counter() - start)
         return {"stage": name, "status": "cached", "seconds": round(time.perf_counter() - start, 1)}
     before = lock_entry(Path(root), name)
 
     bar = TrainingBar()
 
     def on_line(line: str) -> None:
-        if name == "train" and (progress := _TRAINING.search(line)):
+        if name in BAR_STAGES and (progress := _TRAINING.search(line)):
             bar.update(float(progress.group(1)), progress.group(2))
-            return  # the bar is the record; the epoch lines and logs/train.log keep the rest
+            return  # the bar is the record; the epoch lines and logs/<stage>.log keep the rest
         logger.info(line)
-        if name == "train" and (epoch := _EPOCH.search(line)):
+        if name in BAR_STAGES and (epoch := _EPOCH.search(line)):
             bar.say(f"  {epoch.group(1)}")
 
     try:
@@ -156,33 +163,34 @@ def run_stage(name: str, root: str, force: bool = False, up_to_date: bool = Fals
         bar.close()
     seconds = round(time.perf_counter() - start, 1)
     if outcome.error:
-        _say(name, "failed", seconds)
+        _say(name, "failed", seconds)  # even when quiet
         return Failed(message=outcome.error, data=StageFailed(outcome.error, outcome.transient))
     status = "cached"
     if name in outcome.ran:  # "unchanged": it ran (download looks upstream every time) and made the same outputs
         status = "unchanged" if before and before == lock_entry(Path(root), name) else "ran"
     logger.info("stage %s: %s (%.1fs)", name, status, seconds)
-    _say(name, status, seconds)
+    say(name, status, seconds)
     return {"stage": name, "status": status, "seconds": seconds}
 
 
 @task
-def promote(root: str):  # -> the decision, or a Failed state
+def promote(root: str, role: str = "teacher"):  # -> the decision, or a Failed state
     """Give the newly registered model @champion if it beats the current one: ``python -m pipeline.stages.promote``
     (`make promote`), as its own process like every stage, so flows import no stage; the decision is in
-    metrics/promote.json."""
+    metrics/promote.json (metrics/student/promote.json for the distilled student)."""
     logger = get_run_logger()
     done = subprocess.run([sys.executable, "-m", "pipeline.stages.promote", "--root", root, "--params",
-                           str(Path(root) / "params.yaml")], env=stage_env(), capture_output=True, text=True,
-                          errors="replace")
+                           str(Path(root) / "params.yaml"), "--role", role], env=stage_env(), capture_output=True,
+                          text=True, errors="replace")
     said = (done.stdout + done.stderr).splitlines()
     for line in said:
         logger.info(line)
     if done.returncode:
         line = next((x for x in reversed(said) if x.startswith("error: ")), f"error: promote: exit {done.returncode}")
         return Failed(message=line, data=StageFailed(line, transient=False))
-    decision = json.loads((Path(root) / "metrics" / "promote.json").read_text())
-    logger.info("promotion: %s (%s)", decision["decision"], decision["reason"])
+    metrics = Path(root) / "metrics" / ("student" if role == "student" else "")
+    decision = json.loads((metrics / "promote.json").read_text())
+    logger.info("promotion (%s): %s (%s)", role, decision["decision"], decision["reason"])
     return decision
 
 
@@ -214,6 +222,8 @@ def summary_markdown(summary: dict) -> str:
         promotion = summary["promotion"]
         head = (f"**BLEU {summary['bleu']:.2f}, chrF {summary['chrf']:.2f}**; model {summary['model_uri']}\n\n"
                 f"promotion: **{promotion['decision']}**: {promotion['reason']}")
+        if "student" in summary:
+            head += "\n\n" + "\n\n".join(student_lines(summary))
     return f"# NMT pipeline\n\n{head}\n\n| stage | status | seconds |\n|---|---|---:|\n{rows}\n"
 
 
@@ -231,21 +241,26 @@ def nmt_pipeline(root: str = ".", force: bool = False):  # -> the summary, or a 
     paths = Paths(Path(root))
     summary: dict = {"stages": [], "mlflow": tracking_uri(paths.root)}
     try:
-        load_params(paths.root / "params.yaml")  # fail before any stage runs on a bad params file
+        distill = load_params(paths.root / "params.yaml").distill.enabled  # a bad file fails before any stage
         with one_run_at_a_time(paths.root):
             order, stale = stage_plan(paths.root)
             changed = False  # once a stage has changed its outputs, DVC decides for every later one
             for name in order:
+                quiet = not distill and name in STUDENT_STAGES
                 state = run_stage.with_options(name=name)(name, root, force, not changed and name not in stale,
-                                                          return_state=True)
+                                                          quiet, return_state=True)
                 if state.is_failed():
                     raise StageFailed(state.message or f"error: {name}: failed", transient=False)
                 summary["stages"].append(state.result())
                 changed |= summary["stages"][-1]["status"] == "ran"
-            state = promote(root, return_state=True)
-            if state.is_failed():
-                raise StageFailed(state.message or "error: promote: failed", transient=False)
-            summary["promotion"] = state.result()
+            if not distill:
+                seconds = sum(s["seconds"] for s in summary["stages"] if s["stage"] in STUDENT_STAGES)
+                PROGRESS.info("%-9s %-22s %6.1f s", "distill", "off (distill.enabled)", seconds)
+            for role in ("teacher", "student") if distill else ("teacher",):
+                state = promote(root, role, return_state=True)
+                if state.is_failed():
+                    raise StageFailed(state.message or "error: promote: failed", transient=False)
+                summary["promotion" if role == "teacher" else "student_promotion"] = state.result()
     except (PipelineError, StageFailed) as exc:
         line = str(exc) if isinstance(exc, StageFailed) else f"error: params: {exc}"
         summary["error"] = line
@@ -254,7 +269,10 @@ def nmt_pipeline(root: str = ".", force: bool = False):  # -> the summary, or a 
     metrics = json.loads((paths.metrics / "eval.json").read_text())
     summary |= {"bleu": metrics["bleu"], "chrf": metrics["chrf"], "bleu_ci": metrics.get("bleu_ci", 0.0),
                 "chrf_ci": metrics.get("chrf_ci", 0.0), "model": str(paths.model / "model.pt"),
-                "model_uri": metrics.get("model_uri", "(not registered)")}
+                "model_uri": metrics.get("model_uri", "(not registered)"),
+                "sentences_per_sec": metrics.get("sentences_per_sec")}
+    if distill:
+        summary["student"] = json.loads((Paths(paths.root, "student").metrics / "eval.json").read_text())
     ran = [s["stage"] for s in summary["stages"] if s["status"] == "ran"]
     logger.info("ran: %s; cached: %d stage(s); BLEU %.2f, chrF %.2f; %s; promotion: %s",
                 ", ".join(ran) or "nothing", len(summary["stages"]) - len(ran), summary["bleu"], summary["chrf"],
@@ -316,14 +334,59 @@ def serve(root: Path, cron: str, interval: float | None, port: int) -> None:
     print("stopped", file=sys.stderr)
 
 
+def student_lines(summary: dict) -> list[str]:
+    """What distillation made: the student's scores, engine, size and speed against the teacher's, and its promotion."""
+    student, promotion = summary["student"], summary["student_promotion"]
+    speed = f"{student['sentences_per_sec']:.1f} sentences/s"
+    if summary.get("sentences_per_sec"):
+        speed += f", {student['sentences_per_sec'] / summary['sentences_per_sec']:.1f}x the teacher"
+    return [f"student: BLEU {student['bleu']:.2f} ± {student['bleu_ci']:.2f}, chrF {student['chrf']:.2f} ± "
+            f"{student['chrf_ci']:.2f}; {student['engine']}, {student['model_bytes'] / 2**20:.1f} MiB, {speed} "
+            "(metrics/student/eval.json)",
+            f"student model: {student.get('model_uri', '(not registered)')}; promotion: {promotion['decision']}: "
+            f"{promotion['reason']}"]
+
+
+CODE = Path(__file__).resolve().parents[1]  # where flows/pipeline.py lives: what a worker runs
+
+
+def deploy(root: Path, pool: str, cron: str | None, interval: float | None) -> str:
+    """Deploy the project at ``root`` to the Prefect process work pool ``pool`` (created if missing) on the
+    server of PREFECT_API_URL; returns the deployment's name. Workers (``prefect worker start --pool <pool>``,
+    `make worker`) run it, on any machine that sees this code and project at the same paths. One deployment
+    per project folder, with a concurrency limit of 1: two runs of one project never overlap (the second
+    waits for a slot), while runs of other projects go to whichever worker is free."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.schedules import Cron, Interval
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise StageFailed("error: deploy: work pools live on a Prefect server; set PREFECT_API_URL (e.g. "
+                          "http://127.0.0.1:4200/api after `prefect server start`)", transient=False)
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    name = f"nmt-{re.sub(r'[^a-z0-9]+', '-', root.name.lower()).strip('-') or 'project'}"
+    schedules = [Interval(interval)] if interval else [Cron(cron)] if cron else []
+    # a module path, not "flows/pipeline.py:nmt_pipeline": loaded by file, the flow's module would be named
+    # `pipeline` and hide the package of that name from its own imports
+    nmt_pipeline.from_source(source=str(CODE), entrypoint="flows.pipeline.nmt_pipeline").deploy(
+        name=name, work_pool_name=pool, parameters={"root": str(root)}, schedules=schedules, concurrency_limit=1,
+        build=False, push=False, print_next_steps=False, ignore_warnings=True)
+    return name
+
+
 def print_summary(summary: dict) -> None:
     """The end of `make pipeline`, after its stage lines."""
     promotion = summary["promotion"]
-    for line in (f"BLEU {summary['bleu']:.2f} ± {summary['bleu_ci']:.2f}, chrF {summary['chrf']:.2f} ± "
-                 f"{summary['chrf_ci']:.2f} (95% intervals; metrics/eval.json)   samples: reports/samples.tsv",
-                 f"model: {summary['model_uri']} ({summary['model']})",
-                 f"promotion: {promotion['decision']}: {promotion['reason']}",
-                 f"MLflow: {summary['mlflow']} (make ui)   details: logs/pipeline.log"):
+    lines = [f"BLEU {summary['bleu']:.2f} ± {summary['bleu_ci']:.2f}, chrF {summary['chrf']:.2f} ± "
+             f"{summary['chrf_ci']:.2f} (95% intervals; metrics/eval.json)   samples: reports/samples.tsv",
+             f"model: {summary['model_uri']} ({summary['model']})",
+             f"promotion: {promotion['decision']}: {promotion['reason']}"]
+    if "student" in summary:
+        lines += student_lines(summary)
+    for line in [*lines, f"MLflow: {summary['mlflow']} (make ui)   details: logs/pipeline.log"]:
         print(line, file=sys.stderr)
 
 
@@ -356,10 +419,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recipe", help="apply a recipe to params.yaml first: pipeline/recipes/<name>.yaml "
                                          "(e.g. ko-en) or a .yaml file")
     parser.add_argument("--serve", action="store_true", help="run the flow on a schedule until Ctrl-C")
-    parser.add_argument("--cron", default="0 3 * * *", help="schedule for --serve (default: daily at 03:00)")
+    parser.add_argument("--cron", help="schedule for --serve (default: daily at 03:00) or --deploy (default: none)")
     parser.add_argument("--interval", type=float, help="for --serve: every this many seconds instead of --cron")
     parser.add_argument("--port", type=int, default=4200, help="for --serve without PREFECT_API_URL: the port of "
                                                                 "the local Prefect server started (default 4200)")
+    parser.add_argument("--deploy", metavar="POOL", help="deploy this project to the Prefect process work pool POOL "
+                                                         "(on PREFECT_API_URL's server) instead of running; with "
+                                                         "--cron or --interval, on that schedule")
     args = parser.parse_args(argv)
     from pipeline.common import PipelineError
     from pipeline.config import load_params
@@ -372,7 +438,13 @@ def main(argv: list[str] | None = None) -> None:
             apply_recipe(Path(args.root) / "params.yaml", args.recipe)
         load_params(Path(args.root) / "params.yaml")  # a bad file stops here, before Prefect starts at all
         if args.serve:
-            serve(Path(args.root).resolve(), args.cron, args.interval, args.port)
+            serve(Path(args.root).resolve(), args.cron or "0 3 * * *", args.interval, args.port)
+            return
+        if args.deploy:
+            name = deploy(Path(args.root).resolve(), args.deploy, args.cron, args.interval)
+            print(f"deployed nmt-pipeline/{name} to work pool {args.deploy}; start workers with `prefect worker "
+                  f"start --pool {args.deploy}` (make worker POOL={args.deploy}), run it with `prefect deployment "
+                  f"run nmt-pipeline/{name}`", file=sys.stderr)
             return
     except PipelineError as exc:
         print(f"error: params: {exc}", file=sys.stderr)

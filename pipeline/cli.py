@@ -1,4 +1,8 @@
-"""The thin command line every stage shares: ``python -m pipeline.<stage> [--params params.yaml] [--root .]``.
+"""The thin command line every stage shares:
+``python -m pipeline.stages.<stage> [--params params.yaml] [--root .] [--role student]``.
+
+``--role student`` runs the stage for the distilled student (``distill``): the student's folders
+(``config.Paths``) and its params (``Params.student``: ``distill.student`` over the rest).
 
 A stage's whole log, tracebacks included, goes to ``logs/<stage>.log``; the console gets progress and
 a summary, and a failure ends with exactly one line on stderr:
@@ -25,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.common import PipelineError, TransientError, setup_logging
-from pipeline.config import Paths, load_params
+from pipeline.config import ROLES, Paths, load_params
 
 log = logging.getLogger("pipeline")
 
@@ -57,24 +61,26 @@ def failure(exc: BaseException, log_file: Path) -> tuple[str, int]:
 
 
 def stage_main(name: str, run: Callable[..., Any], argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=f"python -m pipeline.{name}", description=run.__doc__)
+    parser = argparse.ArgumentParser(prog=f"python -m pipeline.stages.{name}", description=run.__doc__)
     parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     parser.add_argument("--root", default=".", help="the project root holding data/ and models/")
+    parser.add_argument("--role", default="teacher", choices=ROLES, help="student: the distilled student's stage")
     args = parser.parse_args(argv)
-    paths = Paths(Path(args.root))
+    paths = Paths(Path(args.root), args.role)
     setup_logging()
     rank = int(os.environ.get("RANK", "0"))  # DDP: the other ranks keep logs of their own
-    log_file = paths.logs / (f"{name}.log" if rank == 0 else f"{name}.rank{rank}.log")
+    label = name if args.role == "teacher" else f"{args.role}_{name}"
+    log_file = paths.logs / (f"{label}.log" if rank == 0 else f"{label}.rank{rank}.log")
     file_log = log_to_file(log_file)
     start = time.perf_counter()
     try:
         params = load_params(args.params)
-        run(params, paths)
+        run(params.student() if args.role == "student" else params, paths)
     except (Exception, KeyboardInterrupt) as exc:
         line, status = failure(exc, log_file)
         file_log.stream.write("".join(traceback.format_exception(exc)))  # the traceback: in the file only
-        file_log.stream.write(f"error: {name}: {line}\n")
+        file_log.stream.write(f"error: {label}: {line}\n")
         file_log.flush()
-        print(f"error: {name}: {line}", file=sys.stderr)
+        print(f"error: {label}: {line}", file=sys.stderr)
         sys.exit(status)
-    log.info("%s finished in %.1fs", name, time.perf_counter() - start)
+    log.info("%s finished in %.1fs", label, time.perf_counter() - start)

@@ -6,6 +6,7 @@ Imports nothing from ``pipeline``, so anything can import it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -128,6 +129,22 @@ def write_json(path: Path, obj: Any) -> None:
     with atomic_file(path, encoding="utf-8") as fh:
         json.dump(obj, fh, indent=2, ensure_ascii=False)
         fh.write("\n")
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` applied key by key, nested sections merged rather than replaced."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def read_lines(path: Path) -> list[str]:

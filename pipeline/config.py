@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline import corpora
-from pipeline.common import PipelineError
+from pipeline.common import PipelineError, merged
 from pipeline.decoding import Decoding
 from pipeline.text import Preprocessing
 
@@ -153,8 +154,10 @@ class Embed(Section):
 
 
 class Build(Section):
-    max_len: PositiveInt = 128  # subword tokens, incl. BOS/EOS; longer pairs are dropped and counted
-    buckets: list[PositiveInt] = [8, 12, 16, 24, 32, 48, 64, 96]  # upper bounds of max(src, tgt); max_len ends the last
+    max_len: Annotated[int, Field(gt=0, le=65535)] = 128  # subword tokens, incl. BOS/EOS; longer pairs are dropped
+    # upper bounds of max(src, tgt); max_len ends the last. A batch is drawn from one bucket (pipeline.dataset):
+    # they bound its padding, and let build sort a corpus of any size one bucket at a time
+    buckets: list[PositiveInt] = [8, 12, 16, 24, 32, 48, 64, 96]
     max_tokens: PositiveInt = 6000  # token budget of one batch: max length x sentences, padding included
 
     @model_validator(mode="after")
@@ -245,6 +248,15 @@ class Train(Section):
     compile: bool = False  # torch.compile the model
     threads: int = 0  # torch intra-op threads on CPU; 0 = all cores
     processes: PositiveInt = 1  # > 1: DDP, the train stage relaunches itself under torchrun
+    nodes: PositiveInt = 1  # > 1: DDP over machines sharing the project folder, through a c10d rendezvous
+    rendezvous: str | None = Field(default=None, pattern=r"^[\w.\-]+:\d+$")  # host:port every node joins
+
+    @model_validator(mode="after")
+    def _rendezvous(self) -> Train:
+        if self.nodes > 1 and not self.rendezvous:
+            raise ValueError(f"nodes is {self.nodes}: set rendezvous to the host:port every node can reach "
+                             "(the c10d rendezvous, on one of the machines)")
+        return self
 
     @model_validator(mode="after")
     def _averaging(self) -> Train:
@@ -275,6 +287,35 @@ class Registry(Section):
     significance: Annotated[float, Field(gt=0.0, lt=1.0)] | None = 0.05
 
 
+STUDENT = {  # the default student: a Transformer with one decoder layer (the decoder dominates decoding time)
+    "model": {"arch": "transformer", "emb_dim": 256, "hidden": 256, "dropout": 0.1,
+              "transformer": {"heads": 4, "ff_dim": 1024, "enc_layers": 3, "dec_layers": 1}},
+    "train": {"embeddings": "random"},
+}
+
+
+class Distill(Section):
+    """Sequence-level knowledge distillation (Kim & Rush 2016), as mozilla/translations ships its models: the
+    trained model (the teacher) translates the train split with the evaluate section's decoding; a smaller
+    student is trained on those translations and evaluated like any model, on CTranslate2 when ``quantization``
+    is set, and registered as ``<registry name>-student``. Off by default: the student stages then only write
+    a marker, in well under a second (``pipeline/switch.py``)."""
+
+    enabled: bool = False
+    # more ensemble members beside models/model.pt: model files of the same two tokenizers, or step checkpoints
+    # of this run (paths from the project root). DVC does not track them: the report records their sha256.
+    ensemble: list[str] = []
+    student: dict[str, dict[str, Any]] = STUDENT  # params sections (model, train, build) overlaid for the student
+    quantization: Literal["int8", "int8_float32", "float32", "none"] = "int8"  # CTranslate2; none: PyTorch
+
+    @model_validator(mode="after")
+    def _student_sections(self) -> Distill:
+        unknown = set(self.student) - {"model", "train", "build"}
+        if unknown:
+            raise ValueError(f"student may set the model, train and build sections, not {', '.join(sorted(unknown))}")
+        return self
+
+
 class Params(Section):
     data: Data = Data()
     clean: Clean = Clean()
@@ -285,6 +326,7 @@ class Params(Section):
     train: Train = Train()
     evaluate: Evaluate = Evaluate()
     registry: Registry = Registry()
+    distill: Distill = Distill()
 
     @model_validator(mode="after")
     def _embedding_sizes_agree(self) -> Params:
@@ -302,6 +344,24 @@ class Params(Section):
                 raise ValueError(f"model.emb_dim ({self.model.emb_dim}) must equal embed.dim "
                                  f"({self.embed.dim}) when train.embeddings is 'pretrained'")
         return self
+
+    @model_validator(mode="after")
+    def _valid_student(self) -> Params:
+        if self.distill.student:  # the student's own params (they set no student of theirs)
+            try:
+                self.student()
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                key = ".".join(str(p) for p in err["loc"])
+                raise ValueError(f"distill.student: the student is not valid: {key}: "
+                                 f"{err['msg'].removeprefix('Value error, ')}") from None
+        return self
+
+    def student(self) -> Params:
+        """The student's params (``--role student``): ``distill.student``'s sections over these."""
+        params = merged(self.model_dump(), self.distill.student)
+        params["distill"]["student"] = {}
+        return Params.model_validate(params)
 
 
 def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
@@ -382,10 +442,12 @@ def parse_params(text: str, path: Path) -> Params:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if not loc and (named := re.match(r"([a-z_]+(?:\.[a-z_]+)+): (.*)", msg)):  # a check across sections
+            loc, msg = tuple(named.group(1).split(".")), named.group(2)  # names the key it is about
         key = ".".join(str(p) for p in loc) or "(top level)"
         line = _line_of(text, loc)
         where = f"{path}:{line}" if line else str(path)
-        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             known = _known_keys(loc[:-1])
             close = difflib.get_close_matches(str(loc[-1]), known, n=1)
@@ -395,11 +457,22 @@ def parse_params(text: str, path: Path) -> Params:
         raise PipelineError(f"{where}: {key}: {msg}") from None
 
 
+ROLES = ("teacher", "student")
+
+
 @dataclass(frozen=True)
 class Paths:
-    """Where each stage reads and writes; the same paths are spelled out in dvc.yaml."""
+    """Where each stage reads and writes; the same paths are spelled out in dvc.yaml.
+
+    ``role``: the teacher is the project's model; the student (``distill``) has folders of its own for its
+    corpus (the distilled one), dataset, model, checkpoints, metrics, reports and curves, and shares the rest:
+    the tokenizers, the embeddings and the held-out splits as downloaded."""
 
     root: Path = Path(".")
+    role: Literal["teacher", "student"] = "teacher"
+
+    def _own(self, teacher: Path, student: Path) -> Path:
+        return self.root / (student if self.role == "student" else teacher)
 
     @property
     def raw(self) -> Path:
@@ -407,12 +480,13 @@ class Paths:
 
     @property
     def clean(self) -> Path:
-        return self.root / "data" / "clean"
+        """The corpus the stages after clean read: for the student, the distilled one (``distill``)."""
+        return self._own(Path("data/clean"), Path("data/distilled"))
 
     @property
     def original(self) -> Path:
         """The held-out splits as downloaded, line for line: what evaluation translates and scores against."""
-        return self.clean / "original"
+        return self.root / "data" / "clean" / "original"
 
     @property
     def tokenizer(self) -> Path:
@@ -424,23 +498,23 @@ class Paths:
 
     @property
     def dataset(self) -> Path:
-        return self.root / "data" / "dataset"
+        return self._own(Path("data/dataset"), Path("data/student"))
 
     @property
     def model(self) -> Path:
-        return self.root / "models"
+        return self._own(Path("models"), Path("models/student"))
 
     @property
     def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
+        return self._own(Path("checkpoints"), Path("checkpoints/student"))
 
     @property
     def metrics(self) -> Path:
-        return self.root / "metrics"
+        return self._own(Path("metrics"), Path("metrics/student"))
 
     @property
     def reports(self) -> Path:
-        return self.root / "reports"
+        return self._own(Path("reports"), Path("reports/student"))
 
     @property
     def logs(self) -> Path:
@@ -448,4 +522,9 @@ class Paths:
 
     @property
     def curves(self) -> Path:
-        return self.root / "dvclive"
+        return self._own(Path("dvclive"), Path("dvclive/student"))
+
+    @property
+    def ct2(self) -> Path:
+        """The CTranslate2 export of the student that evaluate scores and registers."""
+        return self.model / "ct2"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -79,15 +80,36 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     return (torch.distributed.get_rank() if world > 1 else 0), world
 
 
-def relaunch_under_torchrun(module: str, params: dict, root: Path, n: int) -> int:
-    """Run ``python -m <module>`` as ``n`` DDP processes under torchrun, with ``params`` written to a temporary
-    file in ``root``; each process gets its share of the CPU threads. Returns torchrun's exit status."""
+RENDEZVOUS_ID = "nmt-train"  # every node of a run passes the same id to torchrun
+
+
+def torchrun_args(processes: int, nodes: int = 1, rendezvous: str | None = None) -> list[str]:
+    """torchrun's launch options: one machine (``--standalone``), or ``nodes`` machines meeting at the c10d
+    ``rendezvous`` (host:port), as torchrun users write them."""
+    if nodes == 1:
+        return ["--standalone", f"--nproc-per-node={processes}"]
+    return [f"--nnodes={nodes}", f"--nproc-per-node={processes}", "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={rendezvous}", f"--rdzv-id={RENDEZVOUS_ID}"]
+
+
+def joining_command(processes: int, nodes: int, rendezvous: str, root: Path, role: str = "teacher") -> str:
+    """What each other machine runs to join a multi-node training (the project folder shared, at ``root``)."""
+    return shlex.join(["python", "-m", "torch.distributed.run", *torchrun_args(processes, nodes, rendezvous),
+                       "-m", "pipeline.stages.train", "--root", str(root), "--params", str(root / "params.yaml"),
+                       *(["--role", role] if role != "teacher" else [])])
+
+
+def relaunch_under_torchrun(module: str, params: dict, root: Path, processes: int, role: str = "teacher",
+                            nodes: int = 1, rendezvous: str | None = None) -> int:
+    """Run ``python -m <module>`` as ``processes`` DDP processes under torchrun (on this machine, or as one of
+    ``nodes`` machines meeting at ``rendezvous``), with ``params`` written to a temporary file in ``root`` (and
+    the stage's ``--role``); each process gets its share of the CPU threads. Returns torchrun's exit status."""
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=root, delete=False) as fh:
         yaml.safe_dump(params, fh, allow_unicode=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or n) // n)))
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or processes) // processes)))
     try:
-        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                               f"--nproc_per_node={n}", "-m", module, "--params", fh.name, "--root", str(root)],
-                              env=env).returncode
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run",
+                               *torchrun_args(processes, nodes, rendezvous), "-m", module, "--params", fh.name,
+                               "--root", str(root), "--role", role], env=env).returncode
     finally:
         os.unlink(fh.name)

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
-from pipeline.common import PipelineError, TransientError
+from pipeline.common import PipelineError, TransientError, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,6 @@ def mirrored(url: str, corpus: str) -> str:
     if not base:
         return url
     return f"{base.rstrip('/')}/{corpus}/{PurePosixPath(urlparse(url).path).name}"
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _verify(path: Path, sha256: str | None, url: str) -> str:

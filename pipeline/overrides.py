@@ -10,16 +10,8 @@ from typing import Any
 import yaml
 
 from pipeline import corpora
-from pipeline.common import PipelineError, atomic_file
+from pipeline.common import PipelineError, atomic_file, merged
 from pipeline.config import load_params, parse_params
-
-
-def merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``overrides`` applied key by key, nested sections merged rather than replaced."""
-    out = dict(base)
-    for key, value in overrides.items():
-        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def set_dotted(params: dict[str, Any], dotted: str, value: Any) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +134,10 @@ def training_run(mlflow: Any, run_id: str, params: Any, paths: Any, extra: dict[
     m = params.model
     name = (f"{params.data.corpus}-transformer" if m.arch == "transformer"
             else f"{params.data.corpus}-{m.rnn.cell}-{m.rnn.attention}")
+    if paths.role != "teacher":  # the distilled student: its run sits beside its teacher's
+        name += f"-{paths.role}"
     active = mlflow.start_run(experiment_id=experiment_id(mlflow, params.train.experiment, paths.root),
-                              run_name=name, tags=run_tags(paths.root))
+                              run_name=name, tags={**run_tags(paths.root), "role": paths.role})
     mlflow.log_params(flatten(params.model_dump()))
     mlflow.log_params(extra)
     for stage in ("clean", "tokenize", "build"):
@@ -149,15 +152,23 @@ def training_run(mlflow: Any, run_id: str, params: Any, paths: Any, extra: dict[
     return active
 
 
-def write_curves(directory: Path, history: list[dict[str, float]]) -> None:
+def write_curves(outputs: Any, directory: Path, history: list[dict[str, float]]) -> None:
     """Per-epoch curves in DVCLive's layout (``metrics.json``, ``plots/metrics/<name>.tsv``, step = epoch),
-    which ``dvc plots show/diff`` draw and ``dvc exp show`` lists. Written once, from the checkpointed
-    history, at the end: a failed, killed or resumed run never leaves half a curve behind."""
+    which ``dvc plots show/diff`` draw and ``dvc exp show`` lists, through ``outputs`` (``common.Outputs``).
+    Written once, from the checkpointed history, at the end: a failed, killed or resumed run never leaves
+    half a curve behind. The two parts are replaced one by one, not ``directory`` as a whole, because the
+    student's curves live inside the teacher's (``dvclive/student``)."""
+    import tempfile
+
     from dvclive import Live
 
-    with Live(dir=str(directory), save_dvc_exp=False, dvcyaml=False) as live:
-        for row in history:
-            live.step = int(row["epoch"])
-            for name, value in row.items():
-                if name not in ("epoch", "step"):
-                    live.log_metric(name, value)
+    with tempfile.TemporaryDirectory() as scratch:
+        with Live(dir=scratch, save_dvc_exp=False, dvcyaml=False) as live:
+            for row in history:
+                live.step = int(row["epoch"])
+                for name, value in row.items():
+                    if name not in ("epoch", "step"):
+                        live.log_metric(name, value)
+        shutil.copytree(Path(scratch) / "plots", outputs.dir(directory / "plots"), dirs_exist_ok=True)
+        with outputs.open(directory / "metrics.json", "wb") as fh:
+            fh.write((Path(scratch) / "metrics.json").read_bytes())

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
+import json
 import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -64,6 +68,15 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path
     return params, paths
 
 
+@pytest.fixture(scope="session")
+def built_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny project in a git repo with every stage run once by `make repro`, built once for the session:
+    a test that needs a built project copies it (``shutil.copytree(built_tiny, dest, symlinks=True)``)."""
+    from tests.test_faults import built_project  # there with the other helpers that drive a project
+
+    return built_project(tmp_path_factory.mktemp("built") / "project")
+
+
 @pytest.fixture
 def http_server():
     """Serve a directory on 127.0.0.1; yields a function dir -> base URL."""
@@ -111,3 +124,44 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
     os.environ.pop("PREFECT_API_URL", None)
     server.terminate()
     server.wait(30)
+
+
+@contextlib.contextmanager
+def served_model(root: Path, uri: str, tracking_uri: str | None = None):
+    """``mlflow models serve`` of the model ``uri`` in ``root``'s MLflow store (or ``tracking_uri``'s), on a free
+    port of 127.0.0.1; yields ``post(payload) -> (HTTP status, JSON body)`` once the server answers."""
+    from pipeline.tracking import default_uri
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri or default_uri(root),
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    log = Path(tempfile.mkdtemp()) / "serve.log"  # a file, not a pipe: nobody drains a pipe while it runs
+    server = subprocess.Popen([os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local",
+                               "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=open(log, "w"),  # noqa: SIM115
+                              stderr=subprocess.STDOUT)
+
+    def post(payload: dict) -> tuple[int, dict]:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", json.dumps(payload).encode(),
+                                         {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as resp:
+                return resp.status, json.load(resp)
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
+                    break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+                time.sleep(1)
+        yield post
+    finally:
+        server.terminate()
+        server.wait(30)

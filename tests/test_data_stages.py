@@ -3,12 +3,26 @@ import json
 import numpy as np
 import pytest
 
+from pipeline import dataset
 from pipeline.common import PipelineError
 from pipeline.config import Paths, Tokenize, load_params
-from pipeline.dataset import load_split, padding_ratio, token_batches
+from pipeline.dataset import (
+    BUCKET,
+    END,
+    FIRST,
+    SRC_MAX,
+    SRC_TOKENS,
+    TGT_MAX,
+    TGT_TOKENS,
+    batch_padding,
+    load_split,
+    padding_ratio,
+    table_file,
+    token_batches,
+)
 from pipeline.stages import tokenizer
 from pipeline.stages.tokenizer import train_tokenizer, unknown_rate
-from pipeline.tokens import BOS, EOS, PAD, UNK, load_tokenizers
+from pipeline.tokens import BOS, EOS, PAD, UNK, load_tokenizers, source_ids, target_ids
 from tests.conftest import write_params
 
 
@@ -43,20 +57,64 @@ def test_embeddings_fit_the_vocabularies(tiny_project):
 
 
 def test_shards_match_clean_splits(tiny_project):
-    _params, paths = tiny_project
+    _, paths = tiny_project
     meta = json.loads((paths.dataset / "meta.json").read_text())
+    src_tok, tgt_tok = load_tokenizers(paths.tokenizer)
+    assert meta["dtype"] == "uint16"  # a 400-piece vocabulary: two bytes a token
     for split in ("train", "valid", "test"):
-        lines = (paths.clean / f"{split}.en").read_text(encoding="utf-8").splitlines()
-        data = load_split(paths.dataset, split)
-        assert len(data) == meta["splits"][split]["pairs"] == len(lines)
+        lines = {lang: (paths.clean / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()
+                 for lang in ("ko", "en")}
+        shards = load_split(paths.dataset, split)
+        data = shards.pairs()
+        assert len(shards) == len(data) == meta["splits"][split]["pairs"] == len(lines["en"])
         assert (data.tgt[data.tgt_off[:-1]] == BOS).all()
         assert (data.tgt[data.tgt_off[1:] - 1] == EOS).all() and (data.src[data.src_off[1:] - 1] == EOS).all()
-        for shard in (paths.dataset / split).glob("bucket-*.npz"):
-            bound = int(shard.stem.split("-")[1])
-            z = np.load(shard)
-            assert np.maximum(z["src_len"], z["tgt_len"]).max() <= bound
+        # every clean pair is there once, whatever order the buckets put them in
+        written = sorted((tuple(data.src[data.src_off[i]:data.src_off[i + 1]]),
+                          tuple(data.tgt[data.tgt_off[i]:data.tgt_off[i + 1]])) for i in range(len(data)))
+        encoded = sorted((tuple(source_ids(src_tok.encode(k, add_special_tokens=False).ids)),
+                          tuple(target_ids(tgt_tok.encode(e, add_special_tokens=False).ids)))
+                         for k, e in zip(lines["ko"], lines["en"], strict=True))
+        assert written == encoded
+        for b, bucket in enumerate(shards.buckets):
+            lengths = shards.lengths(b)
+            assert lengths.max() <= bucket["bound"] and len(lengths) == bucket["pairs"]
+            assert (np.diff(lengths[:, 0].astype(int)) >= 0).all()  # sorted by source length
     train = meta["splits"]["train"]
     assert train["padding_ratio"] < train["padding_ratio_unbucketed"]
+
+
+def test_a_batch_table_covers_each_pair_once_within_the_budget(tiny_project):
+    _, paths = tiny_project
+    shards = load_split(paths.dataset, "train")
+    table = shards.batches(300)
+    assert (table[:, END] - table[:, FIRST]).sum() == len(shards)
+    for bucket in range(len(shards.buckets)):
+        rows = table[table[:, BUCKET] == bucket]
+        assert rows[0, FIRST] == 0 and (rows[1:, FIRST] == rows[:-1, END]).all()  # runs that tile the bucket
+    widths = np.maximum(table[:, SRC_MAX], table[:, TGT_MAX])
+    assert (((table[:, END] - table[:, FIRST]) * widths <= 300) | (table[:, END] - table[:, FIRST] == 1)).all()
+    assert 0 < batch_padding(table) < 0.3
+    data = shards.pairs()  # each row's offsets and counts are its pairs' own
+    first_pair = np.cumsum([0] + [b["pairs"] for b in shards.buckets])
+    for row in table[:: max(1, len(table) // 7)]:
+        pairs = slice(first_pair[row[BUCKET]] + row[FIRST], first_pair[row[BUCKET]] + row[END])
+        assert (row[SRC_TOKENS], row[TGT_TOKENS]) == (data.src_len[pairs].sum(), data.tgt_len[pairs].sum())
+        assert (row[SRC_MAX], row[TGT_MAX]) == (data.src_len[pairs].max(), data.tgt_len[pairs].max())
+
+
+def test_the_saved_table_and_a_scan_window_by_window_agree(tiny_project, monkeypatch):
+    params, paths = tiny_project
+    shards = load_split(paths.dataset, "train")
+    saved = shards.batches(params.build.max_tokens)  # the table build saved
+    assert table_file(shards.folder, params.build.max_tokens).exists()
+    monkeypatch.setattr(dataset, "WINDOW", 10)  # windows of 4 x 40 pairs: every bucket takes several
+    assert max(b["pairs"] for b in shards.buckets) > 160
+    scanned = np.concatenate([shards._bucket_batches(b, 40) for b in range(len(shards.buckets))])
+    monkeypatch.setattr(dataset, "WINDOW", 10**9)
+    assert np.array_equal(scanned, np.concatenate([shards._bucket_batches(b, 40) for b in range(len(shards.buckets))]))
+    assert np.array_equal(saved, np.concatenate([shards._bucket_batches(b, params.build.max_tokens)
+                                                 for b in range(len(shards.buckets))]))
 
 
 def test_token_batches_cover_everything_within_budget():
@@ -81,16 +139,19 @@ def test_oversized_pair_gets_its_own_batch():
     assert sorted(len(b) for b in batches) == [1, 2]
 
 
-def test_batch_padding(tiny_project):
+def test_a_batch_read_from_disk_is_its_pairs_padded(tiny_project):
     _, paths = tiny_project
-    data = load_split(paths.dataset, "valid")
-    idx = np.array([0, len(data) - 1])
-    b = data.batch(idx)
-    assert b["src"].shape == (2, int(data.src_len[idx].max()))
-    for row, i in enumerate(idx):
-        n = int(data.src_len[i])
-        assert b["src"][row, :n].tolist() == data.src[data.src_off[i]:data.src_off[i + 1]].tolist()
-        assert (b["src"][row, n:] == PAD).all()
+    shards = load_split(paths.dataset, "valid")
+    data, table = shards.pairs(), shards.batches(200)
+    first_pair = {b: sum(x["pairs"] for x in shards.buckets[:b]) for b in range(len(shards.buckets))}
+    for row in table[[0, len(table) // 2, -1]]:
+        b = shards.batch(row)
+        pairs = range(first_pair[int(row[BUCKET])] + int(row[FIRST]), first_pair[int(row[BUCKET])] + int(row[END]))
+        assert b["src"].shape == (len(pairs), int(row[SRC_MAX])) and b["tgt"].shape[1] == int(row[TGT_MAX])
+        for r, i in enumerate(pairs):
+            n = int(data.src_len[i])
+            assert b["src"][r, :n].tolist() == data.src[data.src_off[i]:data.src_off[i + 1]].tolist()
+            assert (b["src"][r, n:] == PAD).all() and int(b["src_len"][r]) == n
 
 
 @pytest.mark.parametrize("model", ["bpe", "unigram"])

@@ -11,12 +11,9 @@ MLflow -> registry -> promotion -> a served model.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import mlflow
 import pytest
@@ -26,11 +23,12 @@ from flows.pipeline import nmt_pipeline, stage_order
 from pipeline.corpora.sample_ko_en import generate
 from pipeline.overrides import merged
 from pipeline.tracking import default_uri
-from tests.conftest import ROOT, write_params
+from tests.conftest import ROOT, served_model, write_params
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["download", "clean", "tokenize", "embed", "build", "train", "evaluate"]
+TEACHER = ["download", "clean", "tokenize", "embed", "build", "train", "evaluate"]
+STAGES = [*TEACHER, "distill", "student_build", "student_train", "student_evaluate"]  # off: markers only
 NAME = "nmt-loop-ko-en"
 
 
@@ -94,7 +92,7 @@ def _dvc(root, *args):
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
 
 
-def _statuses(summary):
+def _statuses(summary: dict) -> dict[str, str]:
     return {s["stage"]: s["status"] for s in summary["stages"]}
 
 
@@ -138,7 +136,7 @@ def test_train_register_promote_retrain_and_serve(repo, upstream, prefect):
     # 2. a worse model: registered, not promoted; only train and evaluate rerun
     write_params(repo, merged(corpus, {"train": {"epochs": 1, "lr": 0.0001}}))
     second = nmt_pipeline(root=str(repo))
-    assert [s for s, status in _statuses(second).items() if status == "ran"] == ["train", "evaluate"]
+    assert [s for s, status in _statuses(second).items() if status == "ran" and s in TEACHER] == ["train", "evaluate"]
     reason = second["promotion"]["reason"]
     assert second["promotion"]["decision"] == "kept" and "champion version 1" in reason, reason
     assert "does not beat" in reason or "not significantly better" in reason, reason
@@ -160,7 +158,7 @@ def test_train_register_promote_retrain_and_serve(repo, upstream, prefect):
     pairs = list(generate(2000, seed=7))
     _write_corpus(site, pairs[:1500] + pairs[1700:], "train")
     fourth = nmt_pipeline(root=str(repo))
-    assert _statuses(fourth) == dict.fromkeys(STAGES, "ran")
+    assert {s: status for s, status in _statuses(fourth).items() if s in TEACHER} == dict.fromkeys(TEACHER, "ran")
     assert fourth["model_uri"] == f"models:/{NAME}/3"
     assert fourth["promotion"]["decision"] in ("promoted", "kept")  # the same test set: comparable
     champion = str(client.get_model_version_by_alias(NAME, "champion").version)
@@ -171,40 +169,13 @@ def test_train_register_promote_retrain_and_serve(repo, upstream, prefect):
     by_version = _translate(repo, "--model", f"models:/{NAME}/{champion}", sentence)
     assert by_alias.returncode == 0 and by_alias.stdout.strip(), by_alias.stderr[-2000:]
     assert by_alias.stdout == by_version.stdout
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": default_uri(repo),
-           "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
-    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "mlflow"), "models", "serve", "-m",
-                               f"models:/{NAME}@champion", "--env-manager", "local", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
-    def post(payload: dict) -> urllib.request.Request:
-        return urllib.request.Request(f"http://127.0.0.1:{port}/invocations", json.dumps(payload).encode(),
-                                      {"Content-Type": "application/json"})
-
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(post({"inputs": [sentence]}), timeout=30) as resp:
-                    answer = json.load(resp)
-                break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, server.stderr.read()[-3000:]
-                time.sleep(1)
-        refused = {}
-        for name, payload in (("beam -1", {"inputs": [sentence], "params": {"beam_size": -1}}),
-                              ("beam 0", {"inputs": [sentence], "params": {"beam_size": 0}}),
-                              ("not text", {"inputs": [1, None, True]})):
-            with pytest.raises(urllib.error.HTTPError) as error:
-                urllib.request.urlopen(post(payload), timeout=30)
-            refused[name] = (error.value.code, json.loads(error.value.read()))
-    finally:
-        server.terminate()
-        server.wait(30)
-    assert answer == {"predictions": [by_alias.stdout.strip()]}
+    with served_model(repo, f"models:/{NAME}@champion") as post:
+        answer = post({"inputs": [sentence]})
+        refused = {name: post(payload) for name, payload in (
+            ("beam -1", {"inputs": [sentence], "params": {"beam_size": -1}}),
+            ("beam 0", {"inputs": [sentence], "params": {"beam_size": 0}}),
+            ("not text", {"inputs": [1, None, True]}))}
+    assert answer == (200, {"predictions": [by_alias.stdout.strip()]})
     for name, (code, body) in refused.items():  # a 400 with the reason on one line, no stack trace
         assert code == 400 and "stack_trace" not in body, (name, body)
         assert "Traceback" not in body["message"] and "File \"" not in body["message"], (name, body)
@@ -212,6 +183,48 @@ def test_train_register_promote_retrain_and_serve(repo, upstream, prefect):
                                                                         "more (got -1)")
     assert refused["beam 0"][1]["message"].splitlines()[-1].endswith("(got 0)")
     assert "Expected type str, but got int" in refused["not text"][1]["message"]
+
+
+STUDENT = {"model": {"arch": "transformer", "emb_dim": 32, "hidden": 32, "dropout": 0.1,
+                     "transformer": {"heads": 2, "ff_dim": 64, "enc_layers": 1, "dec_layers": 1}},
+           "train": {"embeddings": "random", "epochs": 3, "lr": 0.005}}
+
+
+def test_distilled_student_is_exported_registered_promoted_and_served(repo, upstream, prefect):
+    """Distillation switched on: the teacher translates train, the student learns from it, its int8 CTranslate2
+    export is registered as <name>-student, becomes its @champion and answers over HTTP; a run with nothing
+    changed then reruns no stage."""
+    _, corpus = upstream
+    client = mlflow.MlflowClient(default_uri(repo))
+    write_params(repo, merged(corpus, {"distill": {"enabled": True, "student": STUDENT}}))
+    first = nmt_pipeline(root=str(repo))
+    assert {s: status for s, status in _statuses(first).items() if s in STAGES[len(TEACHER):]} == dict.fromkeys(
+        STAGES[len(TEACHER):], "ran")
+    report = json.loads((repo / "metrics" / "student" / "distill.json").read_text())
+    train_pairs = len((repo / "data" / "clean" / "train.ko").read_text(encoding="utf-8").splitlines())
+    assert report["sentences"] == train_pairs and report["sentences_per_sec"] > 0
+    distilled = (repo / "data" / "distilled" / "train.en").read_text(encoding="utf-8").splitlines()
+    assert len(distilled) == report["pairs"] == train_pairs - report["empty_translations"]
+    assert (repo / "data/distilled/valid.en").read_bytes() == (repo / "data/clean/valid.en").read_bytes()
+    assert not (repo / "checkpoints" / "distill").exists()  # the chunks are spent once the corpus is in place
+
+    student = first["student"]
+    assert student["engine"] == "ctranslate2-int8" and student["model_bytes"] > 0 and student["sentences_per_sec"] > 0
+    assert student["model_uri"] == f"models:/{NAME}-student/1" and (repo / "models/student/ct2/model.bin").exists()
+    assert first["student_promotion"]["decision"] == "promoted"
+    version = client.get_model_version(f"{NAME}-student", "1")
+    assert {"bleu", "chrf", "model_bytes", "sentences_per_sec"} <= set(version.tags)
+    assert client.get_run(version.run_id).data.tags["role"] == "student"
+
+    sentence = "나는 어제 도서관에서 책을 읽었다"
+    local = _translate(repo, "--model", f"models:/{NAME}-student@champion", sentence)
+    assert local.returncode == 0 and local.stdout.strip(), local.stderr[-2000:]
+    with served_model(repo, f"models:/{NAME}-student@champion") as post:
+        assert post({"inputs": [sentence]}) == (200, {"predictions": [local.stdout.strip()]})
+
+    second = nmt_pipeline(root=str(repo))
+    assert _statuses(second) == {"download": "unchanged"} | dict.fromkeys(STAGES[1:], "cached")
+    assert second["student_promotion"]["decision"] == "nothing_new"
 
 
 def test_bad_model_references_are_one_line(repo, capsys):

@@ -11,6 +11,7 @@ import hashlib
 import http.server
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,8 +98,10 @@ def built_project(root: Path, until: str | None = None) -> Path:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, prefect_api):
-    return built_project(tmp_path_factory.mktemp("faults"))
+def project(tmp_path_factory, prefect_api, built_tiny):
+    root = tmp_path_factory.mktemp("faults") / "project"
+    shutil.copytree(built_tiny, root, symlinks=True)
+    return root
 
 
 @pytest.fixture
@@ -146,6 +149,32 @@ def server(tmp_path, http_server):
 
     base = http_server(site, make)
     return base, site, handler
+
+
+def test_a_no_op_make_pipeline_says_one_line_per_stage(good):
+    root, _ = good
+    # first in the file, so that no earlier test has left a stage to redo (a retraining would cost 30 s here);
+    # the first run promotes what `make repro` registered
+    first = run(root, "make pipeline")
+    assert first.returncode == 0 and "Downloading artifacts" not in first.stdout + first.stderr, first.stderr
+    before = snapshot(root)
+    proc = run(root, "make pipeline")
+    printed = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 0 and len(printed) <= 15, "\n".join(printed)
+    # make's own lines (its command; "Entering directory" when CI runs the suite under `make test`) aside
+    lines = [line for line in printed if not line.startswith(("make", str(VENV)))]
+    stages = [line.split()[0] for line in lines[:8]]
+    assert stages == ["download", "clean", "tokenize", "embed", "build", "train", "evaluate", "distill"], \
+        "\n".join(printed)
+    assert "ran, outputs unchanged" in lines[0] and all(" cached " in line for line in lines[1:7])
+    assert "off (distill.enabled)" in lines[7]  # the four student stages, off, in one line
+    assert lines[-1].endswith("details: logs/pipeline.log") and "Flow run" not in proc.stdout + proc.stderr
+    assert "Beginning flow run" in (root / "logs" / "pipeline.log").read_text()  # Prefect's lines went there
+
+    def stages_outputs(files: dict) -> dict:  # promotion writes its decision even when no stage runs
+        return {f: h for f, h in files.items() if f != "metrics/promote.json"}
+
+    assert stages_outputs(snapshot(root)) == stages_outputs(before)
 
 
 def test_mismatched_line_counts(good, tmp_path):
@@ -313,7 +342,7 @@ def small_disk(good):
     """``models/`` on a tmpfs with room for the current model but not for a new one beside it."""
     root, _ = good
     models = root / "models"
-    saved = {f.name: f.read_bytes() for f in models.iterdir()}
+    saved = {f.name: f.read_bytes() for f in models.iterdir() if f.is_file()}  # not models/student/
     room = sum(len(b) for b in saved.values()) + 64 * 1024
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={room}", "tmpfs", str(models)],
                              capture_output=True, text=True)
@@ -337,25 +366,3 @@ def test_full_disk_keeps_the_previous_model(good, small_disk):
     assert snapshot(root) == before
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["lr"] != 0.007
-
-
-def test_a_no_op_make_pipeline_says_one_line_per_stage(good):
-    root, _ = good
-    first = run(root, "make pipeline")  # earlier tests may have left a stage to redo
-    assert first.returncode == 0 and "Downloading artifacts" not in first.stdout + first.stderr, first.stderr
-    before = snapshot(root)
-    proc = run(root, "make pipeline")
-    printed = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
-    assert proc.returncode == 0 and len(printed) <= 15, "\n".join(printed)
-    # make's own lines (its command; "Entering directory" when CI runs the suite under `make test`) aside
-    lines = [line for line in printed if not line.startswith(("make", str(VENV)))]
-    stages = [line.split()[0] for line in lines[:7]]
-    assert stages == ["download", "clean", "tokenize", "embed", "build", "train", "evaluate"], "\n".join(printed)
-    assert "ran, outputs unchanged" in lines[0] and all(" cached " in line for line in lines[1:7])
-    assert lines[-1].endswith("details: logs/pipeline.log") and "Flow run" not in proc.stdout + proc.stderr
-    assert "Beginning flow run" in (root / "logs" / "pipeline.log").read_text()  # Prefect's lines went there
-
-    def stages_outputs(files: dict) -> dict:  # promotion writes its decision even when no stage runs
-        return {f: h for f, h in files.items() if f != "metrics/promote.json"}
-
-    assert stages_outputs(snapshot(root)) == stages_outputs(before)

@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.conftest import write_params
+from tests.conftest import served_model, write_params
 from tests.test_faults import _copy_project
 
 pytestmark = pytest.mark.slow
@@ -114,3 +114,8 @@ def test_a_scheduled_run_retrains_and_promotes_against_real_servers(tmp_path, se
     assert client.get_run(champion.run_id).data.metrics["bleu"] == pytest.approx(float(champion.tags["bleu"]))
     assert any(artifacts.rglob("model.pt"))  # uploaded to the server's own artifact store
     assert json.loads((root / "metrics" / "promote.json").read_text())["decision"] == "promoted"
+
+    # the champion, served from the tracking server (its artifacts through the server's proxy)
+    with served_model(root, "models:/nmt-scheduled@champion", env["MLFLOW_TRACKING_URI"]) as post:
+        status, answer = post({"inputs": ["나는 어제 도서관에서 책을 읽었다"]})
+    assert status == 200 and len(answer["predictions"]) == 1 and answer["predictions"][0].strip(), answer

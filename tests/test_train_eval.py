@@ -2,8 +2,10 @@ import csv
 import json
 import math
 import os
+import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,7 +36,7 @@ def trained(tiny_project):
 
 def _unigram_cross_entropy(paths) -> float:
     """Valid-set cross-entropy of a unigram model of the train targets: what a model must beat."""
-    train_set, valid_set = load_split(paths.dataset, "train"), load_split(paths.dataset, "valid")
+    train_set, valid_set = load_split(paths.dataset, "train").pairs(), load_split(paths.dataset, "valid").pairs()
 
     def targets(pairs):  # every target token but <s>
         keep = np.ones(len(pairs.tgt), dtype=bool)
@@ -205,12 +207,32 @@ def test_changed_params_do_not_resume_a_stale_checkpoint(tiny_project, tmp_path,
     assert "another params/data run; starting afresh" in caplog.text
 
 
-@pytest.mark.slow
-def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tiny_project, tmp_path):
+_DISTRIBUTED = {"model": {"dropout": 0.0}, "train": {"epochs": 2, "checkpoint_every": 1000}}
+
+
+@pytest.fixture(scope="module")
+def one_process_reference(tiny_project, tmp_path_factory):
+    """One process with accumulate: 2, the global batch of two ranks: what a distributed run must equal."""
     _, base = tiny_project
-    overrides = {"model": {"dropout": 0.0}, "train": {"epochs": 2, "checkpoint_every": 1000}}
-    params, single = _copy_project(base, tmp_path / "single", merged(overrides, {"train": {"accumulate": 2}}))
+    params, single = _copy_project(base, tmp_path_factory.mktemp("single"),
+                                   merged(_DISTRIBUTED, {"train": {"accumulate": 2}}))
     train.run(params, single)
+    return torch.load(single.checkpoints / "last.pt", weights_only=True)["state"]
+
+
+def _assert_same_run(one, paths):
+    two = torch.load(paths.checkpoints / "last.pt", weights_only=True)["state"]
+    assert one["step"] == two["step"] > 0
+    for a, b in zip(one["history"], two["history"], strict=True):
+        assert a["valid_loss"] == pytest.approx(b["valid_loss"], abs=1e-3)
+    assert json.loads((paths.metrics / "train.json").read_text())["steps"] == one["step"]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tiny_project, one_process_reference,
+                                                                        tmp_path):
+    _, base = tiny_project
+    overrides = _DISTRIBUTED
     # train.processes: 2 -- the stage relaunches itself under torchrun, so dvc.yaml's command is unchanged
     _, ddp = _copy_project(base, tmp_path / "ddp", merged(overrides, {"train": {"processes": 2}}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -218,18 +240,41 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tiny_pro
            "--params", str(ddp.root / "params.yaml")]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    one = torch.load(single.checkpoints / "last.pt", weights_only=True)["state"]
-    two = torch.load(ddp.checkpoints / "last.pt", weights_only=True)["state"]
-    assert one["step"] == two["step"] > 0
-    for a, b in zip(one["history"], two["history"], strict=True):
-        assert a["valid_loss"] == pytest.approx(b["valid_loss"], abs=1e-3)
-    assert json.loads((ddp.metrics / "train.json").read_text())["steps"] == one["step"]
+    _assert_same_run(one_process_reference, ddp)
 
     # with a time budget, rank 0's clock stops both ranks at the same step (else one would wait for ever)
     write_params(ddp.root, merged(overrides, {"train": {"processes": 2, "max_minutes": 0.001}}))
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((ddp.metrics / "train.json").read_text())["epochs"] == 1
+
+
+@pytest.mark.slow
+def test_two_nodes_meeting_at_a_c10d_rendezvous_match_one_process_with_the_same_global_batch(
+        tiny_project, one_process_reference, tmp_path):
+    """Two "machines" on 127.0.0.1 sharing the project folder: the train stage on one, as DVC runs it, and on
+    the other the joining command the stage logs (torchrun, c10d rendezvous)."""
+    from pipeline.device import joining_command
+
+    _, base = tiny_project
+    overrides = _DISTRIBUTED
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"127.0.0.1:{s.getsockname()[1]}"
+    # one thread per "machine": both share this machine's two cores
+    nodes = {"train": {"nodes": 2, "rendezvous": endpoint, "threads": 1}}
+    _, shared = _copy_project(base, tmp_path / "shared", merged(overrides, nodes))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    logs = {name: tmp_path / f"{name}.log" for name in ("lead", "joiner")}
+    lead = subprocess.Popen([sys.executable, "-m", "pipeline.stages.train", "--root", str(shared.root), "--params",
+                             str(shared.root / "params.yaml")], cwd=ROOT, env=env, stdout=open(logs["lead"], "w"),  # noqa: SIM115
+                            stderr=subprocess.STDOUT)
+    joining = shlex.split(joining_command(1, 2, endpoint, shared.root))
+    joiner = subprocess.Popen([sys.executable, *joining[1:]], cwd=ROOT, env=env, stdout=open(logs["joiner"], "w"),  # noqa: SIM115
+                              stderr=subprocess.STDOUT)
+    codes = [proc.wait(timeout=300) for proc in (lead, joiner)]
+    assert codes == [0, 0], logs["lead"].read_text()[-3000:] + logs["joiner"].read_text()[-3000:]
+    _assert_same_run(one_process_reference, shared)
 
 
 @pytest.mark.slow

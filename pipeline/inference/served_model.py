@@ -7,7 +7,6 @@ logged beside it, and the type hints on ``predict`` give MLflow its input check 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -20,12 +19,10 @@ class TranslatorModel(PythonModel):
     def load_context(self, context: Any) -> None:
         import torch
 
-        from pipeline.decoding import Decoding
-        from pipeline.inference.translator import Translator
+        from pipeline.inference.serving import logged_translator
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.translator = Translator.from_file(Path(context.artifacts["model"]), device,
-                                               Decoding(**context.model_config))
+        self.translator = logged_translator(context.artifacts, context.model_config, device)
 
     def predict(self, context: Any, model_input: list[str], params: dict[str, Any] | None = None) -> list[str]:
         import torch

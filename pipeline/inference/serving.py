@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from pipeline.decoding import Decoding
 from pipeline.inference.translator import Translator
 
 ARTIFACT = "translator"  # the logged model's name inside its run
+CT2_KEY = "ctranslate2"  # in the model config: the compute type of the CTranslate2 export logged beside model.pt
 
 
 def model_name(corpus: str, src: str, tgt: str, override: str | None = None) -> str:
@@ -54,21 +57,44 @@ def request_translator(translator: Translator, params: dict[str, Any] | None) ->
     return translator if beam == translator.decoding.beam_size else translator.with_decoding(beam_size=beam)
 
 
-def log_translator(mlflow: Any, model_file: Path, decoding: Decoding, example: str) -> Any:
+def log_translator(mlflow: Any, model_file: Path, decoding: Decoding, example: str,
+                   ct2: tuple[Path, str] | None = None) -> Any:
     """Log the servable model into the active run, from code (``inference/served_model.py``); returns
     MLflow's LoggedModel. MLflow takes the signature from ``predict``'s type hints (a list of strings in, a list out)
-    and the ``beam_size`` parameter, with its default, from the input example."""
+    and the ``beam_size`` parameter, with its default, from the input example. ``ct2``: a CTranslate2 export of
+    the model and its compute type, which the served model then decodes with."""
     import tokenizers
     import torch
 
     requirements = [f"torch=={torch.__version__.split('+')[0]}", f"tokenizers=={tokenizers.__version__}", "numpy",
                     "kiwipiepy"]
+    artifacts, config = {"model": str(model_file)}, decoding.to_dict()
     package = Path(pipeline.__file__).parent  # the whole package travels with the model: the code it runs
-    return mlflow.pyfunc.log_model(
-        name=ARTIFACT, python_model=str(Path(__file__).with_name("served_model.py")),
-        artifacts={"model": str(model_file)},
-        model_config=decoding.to_dict(), input_example=([example], {"beam_size": decoding.beam_size}),
-        code_paths=[str(package)], pip_requirements=requirements)
+    with tempfile.TemporaryDirectory() as scratch:
+        if ct2 is not None:
+            import ctranslate2
+
+            named = Path(scratch) / "ct2"  # MLflow names a folder artifact after the folder
+            shutil.copytree(ct2[0], named)
+            artifacts["ct2"], config[CT2_KEY] = str(named), ct2[1]
+            requirements.append(f"ctranslate2=={ctranslate2.__version__}")
+        return mlflow.pyfunc.log_model(
+            name=ARTIFACT, python_model=str(Path(__file__).with_name("served_model.py")), artifacts=artifacts,
+            model_config=config, input_example=([example], {"beam_size": decoding.beam_size}),
+            code_paths=[str(package)], pip_requirements=requirements)
+
+
+def logged_translator(artifacts: dict[str, str], config: dict[str, Any], device: str = "cpu") -> Translator:
+    """The translator of a logged model (its artifacts' local paths and its model config): the model file and
+    its decoding settings, on CTranslate2 when it was logged with an export."""
+    settings = dict(config)
+    compute_type = settings.pop(CT2_KEY, None)
+    translator = Translator.from_file(Path(artifacts["model"]), device, Decoding(**settings))
+    if compute_type:
+        from pipeline.inference.ct2 import CT2Translator
+
+        translator = CT2Translator(translator, Path(artifacts["ct2"]), compute_type, device)
+    return translator
 
 
 def load_translator(reference: str, root: Path, decoding: dict[str, Any] | None = None,
@@ -88,8 +114,9 @@ def load_translator(reference: str, root: Path, decoding: dict[str, Any] | None 
     except mlflow.exceptions.MlflowException as exc:
         first = str(exc).strip().splitlines()[0]
         raise PipelineError(f"cannot load {reference} from {mlflow.get_tracking_uri()}: {first}") from None
-    settings = {**model.flavors["python_function"].get("config", {}), **(decoding or {})}
-    return Translator.from_file(local / "artifacts" / "model.pt", device, Decoding(**settings))
+    flavor = model.flavors["python_function"]
+    artifacts = {name: str(local / entry["path"]) for name, entry in flavor.get("artifacts", {}).items()}
+    return logged_translator(artifacts, {**flavor.get("config", {}), **(decoding or {})}, device)
 
 
 def main(argv: list[str] | None = None) -> None:

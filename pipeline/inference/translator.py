@@ -54,17 +54,20 @@ class Translator:
         other.decoding = self.decoding.replace(**changes)
         return other
 
-    def translate(self, sentences: list[str]) -> list[str]:
-        """Translations of raw sentences. An empty line translates to an empty line; a source longer than
-        the model was trained on is cut to that length, with a warning."""
-        return [text for text, _ in self._translate(sentences, attention=False)]
+    def translate(self, sentences: list[str], prepared: bool = False) -> list[str]:
+        """Translations of raw sentences (``prepared``: of sentences already prepared as the clean stage writes
+        them, such as the train split it wrote). An empty line translates to an empty line; a source longer
+        than the model was trained on is cut to that length, with a warning."""
+        return [text for text, _ in self._translate(sentences, attention=False, prepared=prepared)]
 
     def translate_with_attention(self, sentences: list[str]) -> list[tuple[str, Attention | None]]:
         """``translate``, each translation with its attention (None where the engine has none)."""
         return self._translate(sentences, attention=True)
 
-    def _translate(self, sentences: list[str], attention: bool) -> list[tuple[str, Attention | None]]:
-        texts = [self.preprocessing.source(s) for s in sentences]
+    def _translate(self, sentences: list[str], attention: bool, prepared: bool = False
+                   ) -> list[tuple[str, Attention | None]]:
+        # preparing twice is not a no-op: Korean morphemes would be split again
+        texts = list(sentences) if prepared else [self.preprocessing.source(s) for s in sentences]
         out: list[tuple[str, Attention | None]] = [("", None)] * len(texts)
         todo = [i for i, text in enumerate(texts) if text]
         if not todo:

@@ -12,6 +12,11 @@ training's MLflow run it logs the scores, the hypotheses, samples, attention hea
 (``pipeline.inference.serving``), with the scores linked to that model, and registers it as a new version of
 ``registry.model_name``; ``metrics/eval.json`` says which. Promotion to ``@champion`` is not a stage
 (it acts outside the repo): see ``pipeline/stages/promote.py``.
+
+``--role student`` (the ``student_evaluate`` stage) does the same for the distilled student, in its folders,
+registered as ``<name>-student``; with ``distill.quantization`` set it exports the student to CTranslate2
+(``models/student/ct2``), and what is scored, timed and served is that export. Every evaluation records the
+model's size on disk and the sentences per second of its test translation, so teacher and student compare.
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ import functools
 import io
 import json
 import logging
+import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from pipeline.cli import stage_main
-from pipeline.common import PipelineError, read_lines, stage_outputs
+from pipeline.common import Outputs, PipelineError, read_lines, stage_outputs, write_json
 from pipeline.config import Params, Paths
 from pipeline.decoding import from_params
 from pipeline.device import choose_device
@@ -86,7 +92,7 @@ def heatmap(attention: dict):
 
 def _log_and_register(params: Params, paths: Paths, scores: dict, signatures: dict[str, str], samples: str,
                       hypotheses: list[str], translator: Translator, shown: list[tuple[str, dict | None]],
-                      test_data: str, example: str) -> dict:
+                      test_data: str, example: str, ct2: tuple[Path, str] | None) -> dict:
     """Scores, hypotheses, samples, heatmaps and the servable model go into the training's MLflow run; the
     model is registered as a new version. Returns where it was registered (empty when the run is elsewhere)."""
     run_id = json.loads((paths.model / "run.json").read_text())["run_id"]
@@ -98,9 +104,11 @@ def _log_and_register(params: Params, paths: Paths, scores: dict, signatures: di
                     run_id, mlflow.get_tracking_uri())
         return {}
     name = model_name(params.data.corpus, params.data.src, params.data.tgt, params.registry.model_name)
+    if paths.role != "teacher":  # the student is a model of its own, with its own @champion
+        name += f"-{paths.role}"
     decoding = json.dumps(translator.decoding.to_dict())
     with mlflow.start_run(run_id=run_id):
-        logged = log_translator(mlflow, paths.model / "model.pt", translator.decoding, example)
+        logged = log_translator(mlflow, paths.model / "model.pt", translator.decoding, example, ct2)
         mlflow.log_metrics(scores, model_id=logged.model_id)  # on the run, and linked to the logged model
         mlflow.set_tags({"decoding": decoding, "test_data": test_data, **signatures})
         mlflow.log_text("".join(h + "\n" for h in hypotheses), TEST_HYPOTHESES)
@@ -116,6 +124,27 @@ def _log_and_register(params: Params, paths: Paths, scores: dict, signatures: di
             "model_uri": f"models:/{name}/{version.version}"}
 
 
+def engine(params: Params, paths: Paths, translator: Translator, outputs: Outputs
+           ) -> tuple[Translator, tuple[Path, str] | None]:
+    """What is scored and registered: the student on CTranslate2 (exported into ``paths.ct2``) when
+    ``distill.quantization`` asks for it, else the model on PyTorch; and the export with its compute type."""
+    quantization = params.distill.quantization
+    if paths.role != "student":
+        return translator, None
+    if quantization == "none":  # dvc.yaml declares the export: say there is none
+        write_json(outputs.dir(paths.ct2) / "off.json", {"quantization": "none"})
+        return translator, None
+    from pipeline.inference.ct2 import CT2Translator, export
+
+    folder = export(translator, outputs.dir(paths.ct2), quantization)
+    device = next(translator.model.parameters()).device.type
+    return CT2Translator(translator, folder, quantization, device), (folder, quantization)
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
 def run(params: Params, paths: Paths) -> dict:
     """Translate the test sources as downloaded and score them against the references as downloaded
     (data/clean/original/test.*); log and register the servable model."""
@@ -129,19 +158,27 @@ def run(params: Params, paths: Paths) -> dict:
         raise PipelineError(f"{files[0]} is empty: the corpus has no test sentences to translate")
     translator = Translator.from_file(paths.model / "model.pt", str(choose_device(params.train.device)),
                                       from_params(params))
-    hypotheses: list[str] = []
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(sources), CHUNK), desc="translate test", unit="chunk", disable=None):
-            hypotheses += translator.translate(sources[start:start + CHUNK])
-    scored = corpus_scores(hypotheses, references, params.data.tgt, f"{files[1]}")
-    scores = {k: v for k, v in scored.items() if not isinstance(v, str)}
-    signatures = {k: v for k, v in scored.items() if isinstance(v, str)}
-    metrics = {**scored, "test_pairs": len(sources), "beam_size": cfg.beam_size, "test_data": files_digest(files)}
-    table = io.StringIO(newline="")
-    writer = csv.writer(table, delimiter="\t")
-    writer.writerow(["source", "reference", "hypothesis"])
-    writer.writerows(zip(sources[: cfg.samples], references[: cfg.samples], hypotheses[: cfg.samples], strict=True))
     with stage_outputs() as outputs:  # in place only once MLflow has the scores and the model too
+        translator, ct2 = engine(params, paths, translator, outputs)
+        hypotheses: list[str] = []
+        tic = time.perf_counter()
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(sources), CHUNK), desc="translate test", unit="chunk", disable=None):
+                hypotheses += translator.translate(sources[start:start + CHUNK])
+        seconds = time.perf_counter() - tic
+        scored = corpus_scores(hypotheses, references, params.data.tgt, f"{files[1]}")
+        scores = {k: v for k, v in scored.items() if not isinstance(v, str)}
+        signatures = {k: v for k, v in scored.items() if isinstance(v, str)}
+        speed = {"sentences_per_sec": round(len(sources) / max(seconds, 1e-9), 2),
+                 "model_bytes": _size(ct2[0] if ct2 else paths.model / "model.pt")}
+        scores |= speed
+        metrics = {**scored, **speed, "test_pairs": len(sources), "beam_size": cfg.beam_size,
+                   "engine": f"ctranslate2-{ct2[1]}" if ct2 else "torch", "test_data": files_digest(files)}
+        table = io.StringIO(newline="")
+        writer = csv.writer(table, delimiter="\t")
+        writer.writerow(["source", "reference", "hypothesis"])
+        writer.writerows(zip(sources[: cfg.samples], references[: cfg.samples], hypotheses[: cfg.samples],
+                             strict=True))
         with outputs.open(paths.reports / "test.hyp", encoding="utf-8") as fh:
             fh.writelines(h + "\n" for h in hypotheses)
         with outputs.open(paths.reports / "samples.tsv", encoding="utf-8", newline="") as fh:
@@ -149,10 +186,11 @@ def run(params: Params, paths: Paths) -> dict:
         with torch.inference_mode():
             shown = translator.translate_with_attention(sources[: cfg.heatmaps])
         metrics |= _log_and_register(params, paths, scores, signatures, table.getvalue(), hypotheses, translator,
-                                     shown, metrics["test_data"], sources[0])
+                                     shown, metrics["test_data"], sources[0], ct2)
         outputs.json(paths.metrics / "eval.json", metrics)
-    log.info("test BLEU %.2f ± %.2f, chrF %.2f ± %.2f on %d pairs", scored["bleu"], scored["bleu_ci"],
-             scored["chrf"], scored["chrf_ci"], len(sources))
+    log.info("test BLEU %.2f ± %.2f, chrF %.2f ± %.2f on %d pairs (%s, %.1f sentences/s)", scored["bleu"],
+             scored["bleu_ci"], scored["chrf"], scored["chrf_ci"], len(sources), metrics["engine"],
+             speed["sentences_per_sec"])
     return metrics
 
 

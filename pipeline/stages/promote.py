@@ -14,7 +14,8 @@ not comparable: the alias stays, and the line says so.
 The decision goes into the version's tags and ``metrics/promote.json``; a run that registered
 nothing new decides nothing.
 
-    python -m pipeline.stages.promote            # `make promote`
+    python -m pipeline.stages.promote                  # `make promote`
+    python -m pipeline.stages.promote --role student   # the distilled student's own @champion
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ def run(params: Params, paths: Paths) -> dict:
     if not evaluated.exists():
         raise PipelineError(f"{evaluated} not found; run the pipeline (make pipeline) first")
     scores = json.loads(evaluated.read_text())
+    if scores.get("enabled") is False:  # a student stage that is off (pipeline/switch.py)
+        log.info("promotion: distillation is off (distill.enabled: false)")
+        return {"decision": "off", "reason": "distillation is off (distill.enabled: false)"}
     if "model_version" not in scores:
         raise PipelineError(f"{evaluated} names no registered model (the training run is not in this MLflow "
                             "store); rerun the evaluate stage with the store the model was trained with")

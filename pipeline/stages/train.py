@@ -40,9 +40,16 @@ from pipeline import checkpoint
 from pipeline.cli import stage_main
 from pipeline.common import PipelineError, atomic_file, read_lines, stage_outputs
 from pipeline.config import Params, Paths, Train
-from pipeline.dataset import Pairs, load_split, padding_ratio, token_batches
+from pipeline.dataset import END, FIRST, TGT_TOKENS, Shards, batch_padding, load_split
 from pipeline.decoding import from_params
-from pipeline.device import amp_dtype, autocast, choose_device, init_distributed, relaunch_under_torchrun
+from pipeline.device import (
+    amp_dtype,
+    autocast,
+    choose_device,
+    init_distributed,
+    joining_command,
+    relaunch_under_torchrun,
+)
 from pipeline.inference.translator import Translator
 from pipeline.models import Seq2SeqBase, build_model
 from pipeline.schedule import lr_factor, progress, teacher_forcing
@@ -67,14 +74,14 @@ class LossModule(nn.Module):
 
 
 @torch.no_grad()
-def valid_loss(model: Seq2SeqBase, data: Pairs, max_tokens: int, device: torch.device,
+def valid_loss(model: Seq2SeqBase, data: Shards, max_tokens: int, device: torch.device,
                amp: torch.dtype | None = None) -> float:
     """Token-level negative log-likelihood on ``data`` (no label smoothing)."""
     was_training = model.training
     model.eval()
     total, tokens = 0.0, 0
-    for idx in token_batches(data.src_len, data.tgt_len, max_tokens):
-        b = {k: v.to(device) for k, v in data.batch(idx).items()}
+    for row in data.batches(max_tokens):
+        b = {k: v.to(device) for k, v in data.batch(row).items()}
         with autocast(device, amp):
             _, nll, n = model.loss(b["src"], b["src_len"], b["tgt"])
         total, tokens = total + nll.item(), tokens + n
@@ -130,8 +137,9 @@ class Session:
     optimizer: torch.optim.Optimizer
     amp: torch.dtype | None  # autocast dtype (None: fp32)
     scaler: torch.amp.GradScaler  # fp16 only; a no-op otherwise
-    train_set: Pairs
-    valid_set: Pairs
+    train_set: Shards
+    valid_set: Shards
+    train_batches: np.ndarray  # the train split's batch table (dataset.Shards.batches); its order changes by epoch
     group: int  # batches per optimiser step (accumulate x processes)
     steps_per_epoch: int
     total_steps: int
@@ -208,7 +216,8 @@ def setup(params: Params, paths: Paths) -> Session:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                   weight_decay=cfg.weight_decay)
     group = cfg.accumulate * world
-    n_batches = len(token_batches(train_set.src_len, train_set.tgt_len, params.build.max_tokens))
+    train_batches = train_set.batches(params.build.max_tokens)
+    n_batches = len(train_batches)
     steps_per_epoch = n_batches // group
     if steps_per_epoch == 0:
         raise PipelineError(f"one epoch has {n_batches} batches, fewer than accumulate x processes ({group})")
@@ -222,7 +231,7 @@ def setup(params: Params, paths: Paths) -> Session:
         loss_module = nn.parallel.DistributedDataParallel(
             loss_module, device_ids=[device] if device.type == "cuda" else None)
     session = Session(params, paths, device, rank, world, model, loss_module, optimizer, amp, scaler, train_set,
-                      valid_set, group, steps_per_epoch, total_steps, _fingerprint(params, paths, world),
+                      valid_set, train_batches, group, steps_per_epoch, total_steps, _fingerprint(params, paths, world),
                       connect(paths.root) if rank == 0 else None)
     if session.higher_is_better:
         session.tokenizers = load_tokenizers(paths.tokenizer)
@@ -277,21 +286,22 @@ def start_tracking(s: Session, state: State) -> contextlib.AbstractContextManage
 def train_epoch(s: Session, state: State, epoch: int) -> None:
     """Optimiser steps from ``state.batch`` to the end of the epoch, or until the time budget is used."""
     cfg, data = s.cfg, s.train_set
-    batches = token_batches(data.src_len, data.tgt_len, s.params.build.max_tokens, seed=cfg.seed * 10_000 + epoch)
+    order = np.random.default_rng(cfg.seed * 10_000 + epoch).permutation(len(s.train_batches))  # this epoch's
+    batches = s.train_batches[order]
     groups = [batches[i:i + s.group] for i in range(0, s.steps_per_epoch * s.group, s.group)]
     if state.batch == 0:
-        state.padding_ratio = padding_ratio(data.src_len, data.tgt_len, batches)
+        state.padding_ratio = batch_padding(batches)
     pin = s.device.type == "cuda"
     tic = reported = time.perf_counter()
     for i in range(state.batch, len(groups)):
         done = s.progress(state, state.train_seconds + time.perf_counter() - tic)
         s.set_lr(state, done)
         # every batch's loss is divided by the target tokens of the whole step (all processes)
-        step_tokens = sum(int(data.tgt_len[b].sum()) - len(b) for b in groups[i])
+        step_tokens = int((groups[i][:, TGT_TOKENS] - (groups[i][:, END] - groups[i][:, FIRST])).sum())  # no <s>
         teacher = teacher_forcing(cfg, state.step, done)
         mine = groups[i][s.rank::s.world]
-        for j, idx in enumerate(mine):
-            b = {k: v.to(s.device, non_blocking=pin) for k, v in data.batch(idx, pin).items()}
+        for j, row in enumerate(mine):
+            b = {k: v.to(s.device, non_blocking=pin) for k, v in data.batch(row, pin).items()}
             sync = j == len(mine) - 1 or s.world == 1
             with (contextlib.nullcontext() if sync else s.loss_module.no_sync()), autocast(s.device, s.amp):
                 loss, nll, n = s.loss_module(b["src"], b["src_len"], b["tgt"], cfg.label_smoothing, teacher)
@@ -419,7 +429,7 @@ def finish(s: Session, state: State) -> dict[str, Any]:
             with outputs.open(paths.model / "model.pt", "wb") as fh:
                 checkpoint.save_model(fh, model, extra)
             outputs.json(paths.metrics / "train.json", metrics)
-            write_curves(outputs.dir(paths.curves), state.history)
+            write_curves(outputs, paths.curves, state.history)
             outputs.json(paths.model / "run.json",
                          {"run_id": state.run_id, "experiment_id": mlflow.get_run(state.run_id).info.experiment_id})
             mlflow.log_metrics({"best_valid_loss": best_row["valid_loss"], "train_tokens_per_sec": tokens_per_sec})
@@ -459,19 +469,27 @@ def _average_if_better(s: Session, best_score: float) -> dict[str, Any]:
 
 
 def _under_torchrun(params: Params, paths: Paths) -> dict:
-    """``train.processes > 1``: this stage again, as that many DDP processes (so dvc.yaml's command stays
-    `python -m pipeline.stages.train`)."""
-    n = params.train.processes
-    code = relaunch_under_torchrun("pipeline.stages.train", params.model_dump(), paths.root, n)
+    """``train.processes > 1`` or ``train.nodes > 1``: this stage again, as that many DDP processes (so
+    dvc.yaml's command stays `python -m pipeline.stages.train`); on several machines, the others join with
+    ``device.joining_command``, and whichever process torchrun makes rank 0 writes the outputs into the
+    shared project folder."""
+    cfg = params.train
+    if cfg.nodes > 1:
+        log.info("waiting for %d more node(s) at %s; on each, in the shared project folder, run: %s",
+                 cfg.nodes - 1, cfg.rendezvous,
+                 joining_command(cfg.processes, cfg.nodes, cfg.rendezvous, paths.root.resolve(), paths.role))
+    code = relaunch_under_torchrun("pipeline.stages.train", params.model_dump(), paths.root, cfg.processes,
+                                   paths.role, cfg.nodes, cfg.rendezvous)
     if code:
-        raise PipelineError(f"{n} training processes under torchrun failed (exit {code}); "
-                            f"see {paths.logs / 'train.log'} and the lines above")
+        log_file = paths.logs / ("train.log" if paths.role == "teacher" else f"{paths.role}_train.log")
+        raise PipelineError(f"{cfg.processes * cfg.nodes} training processes under torchrun failed (exit {code}); "
+                            f"see {log_file} and the lines above")
     return json.loads((paths.metrics / "train.json").read_text())
 
 
 def run(params: Params, paths: Paths) -> dict:
     """Train the model; resume from checkpoints/last.pt when it matches."""
-    if params.train.processes > 1 and "WORLD_SIZE" not in os.environ:
+    if (params.train.processes > 1 or params.train.nodes > 1) and "WORLD_SIZE" not in os.environ:
         return _under_torchrun(params, paths)
     s = setup(params, paths)
     state = resume(s)

@@ -1,0 +1,98 @@
+"""Data that streams: clean, tokenize and build a synthetic corpus of N pairs, then the first 200 training
+steps, each stage's time and peak RSS (whole process tree), for N = 1M and 10M by default.
+
+Training reads its batches from the length-bucketed shards on disk (``pipeline.dataset.Shards``): its memory
+should follow the batch and the table of batches, not the corpus, so its peak RSS must stay under 2 GB and
+about level from 1M to 10M pairs. The corpus is bench/data_stages.py's (Multi30k repeated with random
+perturbations); the model is the default Transformer block at d 256 with random embeddings.
+
+    python bench/streaming.py                            # 1M and 10M pairs (about 25 minutes on 2 cores)
+    python bench/streaming.py --pairs 100000 --steps 20  # the plumbing, quickly
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from data_stages import PeakRSS, make_corpus, run_stage  # noqa: E402
+
+
+def train_until(root: Path, steps: int) -> tuple[float, int]:
+    """Run the train stage until its step checkpoint ``steps`` exists; (seconds, peak RSS in bytes)."""
+    target = root / "checkpoints" / f"step-{steps:08d}.pt"
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.stages.train", "--root",
+                             str(root), "--params", str(root / "params.yaml")], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    with PeakRSS(proc.pid) as rss:
+        try:
+            while not target.exists():
+                if proc.poll() is not None:
+                    raise SystemExit(f"train ended (exit {proc.returncode}) before step {steps}; see "
+                                     f"{root}/logs/train.log")
+                time.sleep(0.2)
+            seconds = time.perf_counter() - start
+        finally:
+            proc.kill()
+            proc.wait()
+    return seconds, rss.peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--keep", type=Path, help="keep the scratch projects under this folder")
+    args = parser.parse_args()
+    rows = []
+    for n in args.pairs:
+        root = (args.keep / f"pairs-{n}") if args.keep else Path(tempfile.mkdtemp(prefix=f"bench-stream-{n}-"))
+        root.mkdir(parents=True, exist_ok=True)
+        tic = time.perf_counter()
+        make_corpus(root / "data" / "raw", n)
+        print(f"{n:,} pairs generated in {time.perf_counter() - tic:.0f} s", flush=True)
+        params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        params["data"] |= {"corpus": "custom", "src": "de", "tgt": "en",
+                           "custom": {"train": {"src": {"url": "unused"}, "tgt": {"url": "unused"}}}}
+        params["clean"] |= {"valid_fraction": 0.001, "test_fraction": 0.001}
+        params["tokenize"] |= {"vocab_size": 8000}
+        params["embed"] |= {"method": "none"}
+        params["model"] |= {"arch": "transformer", "emb_dim": 256, "hidden": 256}
+        params["train"] |= {"embeddings": "random", "epochs": 1, "checkpoint_every": args.steps,
+                            "keep_checkpoints": 2, "experiment": "bench-streaming"}
+        (root / "params.yaml").write_text(yaml.safe_dump(params))
+        for stage in ("clean", "tokenize", "embed", "build"):  # embed: method none, it only says so
+            seconds, peak = run_stage(stage, root)
+            rows.append((n, stage, seconds, peak))
+            print(f"{n:>11,} {stage:9s} {seconds:7.1f} s  peak RSS {peak / 2**20:7.0f} MiB", flush=True)
+        seconds, peak = train_until(root, args.steps)
+        rows.append((n, f"train, {args.steps} steps", seconds, peak))
+        print(f"{n:>11,} train     {seconds:7.1f} s  peak RSS {peak / 2**20:7.0f} MiB", flush=True)
+        dataset = sum(f.stat().st_size for f in (root / "data" / "dataset").rglob("*") if f.is_file())
+        print(f"{n:>11,} dataset on disk: {dataset / 2**20:,.0f} MiB", flush=True)
+        if not args.keep:
+            shutil.rmtree(root)
+    print("\n| pairs | stage | seconds | peak RSS (MiB) |\n|---:|---|---:|---:|")
+    for n, stage, seconds, peak in rows:
+        print(f"| {n:,} | {stage} | {seconds:.1f} | {peak / 2**20:,.0f} |")
+    trained = [(n, peak) for n, stage, _, peak in rows if stage.startswith("train")]
+    worst = max(peak for _, peak in trained)
+    growth = trained[-1][1] / trained[0][1]
+    verdict = "met" if worst < 2**31 else "MISSED"
+    print(f"\ntraining's peak RSS: at most {worst / 2**20:,.0f} MiB (target < 2,048 MiB: {verdict}); "
+          f"{trained[-1][0]:,} pairs against {trained[0][0]:,}: {growth:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
