@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import datetime
 import fcntl
+import hashlib
 import json
 import logging
 import math
@@ -188,8 +189,9 @@ def promote(root: str, role: str = "teacher"):  # -> the decision, or a Failed s
     if done.returncode:
         line = next((x for x in reversed(said) if x.startswith("error: ")), f"error: promote: exit {done.returncode}")
         return Failed(message=line, data=StageFailed(line, transient=False))
-    metrics = Path(root) / "metrics" / ("student" if role == "student" else "")
-    decision = json.loads((metrics / "promote.json").read_text())
+    from pipeline.config import Paths  # here, as in summarize: the flow's module stays light to import
+
+    decision = json.loads((Paths(Path(root), role).metrics / "promote.json").read_text())
     logger.info("promotion (%s): %s (%s)", role, decision["decision"], decision["reason"])
     return decision
 
@@ -350,6 +352,13 @@ def student_lines(summary: dict) -> list[str]:
 CODE = Path(__file__).resolve().parents[1]  # where flows/pipeline.py lives: what a worker runs
 
 
+def deployment_name(root: Path) -> str:
+    """``nmt-<folder>-<6 hex of its path>``: readable, and two projects of one folder name on different paths
+    get deployments of their own instead of one replacing the other's."""
+    slug = re.sub(r"[^a-z0-9]+", "-", root.name.lower()).strip("-") or "project"
+    return f"nmt-{slug}-{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:6]}"
+
+
 def deploy(root: Path, pool: str, cron: str | None, interval: float | None) -> str:
     """Deploy the project at ``root`` to the Prefect process work pool ``pool`` (created if missing) on the
     server of PREFECT_API_URL; returns the deployment's name. Workers (``prefect worker start --pool <pool>``,
@@ -367,7 +376,7 @@ def deploy(root: Path, pool: str, cron: str | None, interval: float | None) -> s
                           "http://127.0.0.1:4200/api after `prefect server start`)", transient=False)
     with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
         client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
-    name = f"nmt-{re.sub(r'[^a-z0-9]+', '-', root.name.lower()).strip('-') or 'project'}"
+    name = deployment_name(root)
     schedules = [Interval(interval)] if interval else [Cron(cron)] if cron else []
     # a module path, not "flows/pipeline.py:nmt_pipeline": loaded by file, the flow's module would be named
     # `pipeline` and hide the package of that name from its own imports
@@ -441,7 +450,14 @@ def main(argv: list[str] | None = None) -> None:
             serve(Path(args.root).resolve(), args.cron or "0 3 * * *", args.interval, args.port)
             return
         if args.deploy:
-            name = deploy(Path(args.root).resolve(), args.deploy, args.cron, args.interval)
+            try:
+                name = deploy(Path(args.root).resolve(), args.deploy, args.cron, args.interval)
+            except (PipelineError, StageFailed):
+                raise
+            except Exception as exc:  # the Prefect client's HTTP and connection errors: one line, no traceback
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise StageFailed(f"error: deploy: {reason} (is PREFECT_API_URL's server up?)",
+                                  transient=False) from None
             print(f"deployed nmt-pipeline/{name} to work pool {args.deploy}; start workers with `prefect worker "
                   f"start --pool {args.deploy}` (make worker POOL={args.deploy}), run it with `prefect deployment "
                   f"run nmt-pipeline/{name}`", file=sys.stderr)

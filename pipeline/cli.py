@@ -69,8 +69,7 @@ def stage_main(name: str, run: Callable[..., Any], argv: list[str] | None = None
     paths = Paths(Path(args.root), args.role)
     setup_logging()
     rank = int(os.environ.get("RANK", "0"))  # DDP: the other ranks keep logs of their own
-    label = name if args.role == "teacher" else f"{args.role}_{name}"
-    log_file = paths.logs / (f"{label}.log" if rank == 0 else f"{label}.rank{rank}.log")
+    label, log_file = paths.log_file(name).stem, paths.log_file(name, rank)  # label: train or student_train
     file_log = log_to_file(log_file)
     start = time.perf_counter()
     try:

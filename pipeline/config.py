@@ -355,6 +355,12 @@ class Params(Section):
                 key = ".".join(str(p) for p in err["loc"])
                 raise ValueError(f"distill.student: the student is not valid: {key}: "
                                  f"{err['msg'].removeprefix('Value error, ')}") from None
+        student_arch = self.distill.student.get("model", {}).get("arch", self.model.arch)
+        if self.distill.enabled and self.distill.quantization != "none" and student_arch != "transformer":
+            # said here, not after the student has trained: CTranslate2 converts Transformers only
+            raise ValueError(f"distill.quantization: '{self.distill.quantization}' exports the student to "
+                             f"CTranslate2, which takes a Transformer, and the student is an {student_arch}; "
+                             "set distill.quantization: none or distill.student.model.arch: transformer")
         return self
 
     def student(self) -> Params:
@@ -519,6 +525,11 @@ class Paths:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+    def log_file(self, stage: str, rank: int = 0) -> Path:
+        """``logs/<stage>.log`` (the student's prefixed ``student_``); under DDP each other rank keeps its own."""
+        label = stage if self.role == "teacher" else f"{self.role}_{stage}"
+        return self.logs / (f"{label}.log" if rank == 0 else f"{label}.rank{rank}.log")
 
     @property
     def curves(self) -> Path:

@@ -87,8 +87,8 @@ def table_file(folder: Path, max_tokens: int) -> Path:
 
 
 class Shards:
-    """One split as build wrote it (see the module's docstring), read batch by batch. Its files stay open from
-    here on, so a build that replaces the folder meanwhile cannot change what this reader sees."""
+    """One split as build wrote it (see the module's docstring), read batch by batch. Its shard files stay open
+    from here on, so a build that replaces the folder meanwhile cannot change the pairs this reader sees."""
 
     def __init__(self, folder: Path):
         index = folder / "index.json"
@@ -96,13 +96,24 @@ class Shards:
             raise PipelineError(f"{folder} has no shards (index.json); run the build stage first")
         info = json.loads(index.read_text())
         self.folder, self.dtype, self.buckets = folder, np.dtype(info["dtype"]), info["buckets"]
-        self.fds = {(b, kind): os.open(self.file(b, kind), os.O_RDONLY)
-                    for b in range(len(self.buckets)) for kind in ("src", "tgt", "len")}
+        self.fds: dict[tuple[int, str], int] = {}
+        for b in range(len(self.buckets)):
+            for kind in ("src", "tgt", "len"):
+                try:
+                    self.fds[b, kind] = os.open(self.file(b, kind), os.O_RDONLY)
+                except FileNotFoundError:
+                    self.close()
+                    raise PipelineError(f"{self.file(b, kind)} is missing though {index} names it; rerun the "
+                                        "build stage") from None
 
-    def __del__(self) -> None:
-        for fd in getattr(self, "fds", {}).values():
+    def close(self) -> None:
+        for fd in getattr(self, "fds", {}).values():  # also after an __init__ that raised
             with contextlib.suppress(OSError):
                 os.close(fd)
+        self.fds = {}
+
+    def __del__(self) -> None:
+        self.close()
 
     def __len__(self) -> int:
         return sum(b["pairs"] for b in self.buckets)

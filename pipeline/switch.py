@@ -56,10 +56,12 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     try:
         if load_params("params.yaml").distill.enabled:
+            if command[0] == "python":  # this interpreter, not whichever python comes first on PATH
+                command = [sys.executable, *command[1:]]
             os.execvp(command[0], command)
         write_markers(declared_outputs(Path("dvc.yaml"), stage))
-    except PipelineError as exc:
-        print(f"error: {stage}: {exc}", file=sys.stderr)
+    except (PipelineError, OSError, yaml.YAMLError) as exc:
+        print(f"error: {stage}: {' '.join(str(exc).split())}", file=sys.stderr)  # YAML errors span lines
         sys.exit(1)
     log.info("%s: off (distill.enabled: false); its outputs are markers", stage)
 

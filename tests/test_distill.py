@@ -40,6 +40,14 @@ def test_a_bad_student_is_one_line(tmp_path, student, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+def test_an_rnn_student_for_ctranslate2_is_refused_before_it_trains(tmp_path):
+    text = json.dumps({"distill": {"enabled": True, "student": {"model": {"arch": "rnn"}}}})
+    with pytest.raises(PipelineError, match="distill.quantization: 'int8' exports the student to CTranslate2"):
+        parse_params(text, tmp_path / "params.yaml")
+    parse_params(json.dumps({"distill": {"enabled": True, "quantization": "none",
+                                         "student": {"model": {"arch": "rnn"}}}}), tmp_path / "params.yaml")
+
+
 def test_off_every_declared_output_becomes_a_marker(tmp_path):
     (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
     outputs = declared_outputs(tmp_path / "dvc.yaml", "student_train")
@@ -74,17 +82,23 @@ def test_an_interrupted_distill_resumes_at_its_first_missing_chunk(tiny_project,
     torch.manual_seed(0)
     model = build_model(**params.model.fields(src_tok.get_vocab_size(), tgt_tok.get_vocab_size(), False)).eval()
     parts = (model, src_tok, tgt_tok, params.clean.preprocessing, params.build.max_len, Decoding(1))
-    sources = (paths.clean / "train.ko").read_text(encoding="utf-8").splitlines()[:120]
+    sources = tmp_path / "train.ko"
+    sources.write_text("".join((paths.clean / "train.ko").read_text(encoding="utf-8").splitlines(True)[:120]),
+                       encoding="utf-8")
     monkeypatch.setattr(distill, "CHUNK", 50)  # three chunks: 50, 50, 20
 
-    expected = distill.translate_in_chunks(Translator(*parts), sources, tmp_path / "fresh")
+    def translations(translator: Translator, folder: str) -> list[str]:
+        return [h for _, part in distill.translate_in_chunks(translator, sources, tmp_path / folder) for h in part]
+
+    expected = translations(Translator(*parts), "fresh")
+    assert len(expected) == 120
     monkeypatch.setattr(Watched, "budget", 2)
     with pytest.raises(KeyboardInterrupt):
-        distill.translate_in_chunks(Watched(*parts), sources, tmp_path / "chunks")
+        translations(Watched(*parts), "chunks")
     assert sorted(p.name for p in (tmp_path / "chunks").iterdir()) == ["000000.txt", "000001.txt"]
     monkeypatch.setattr(Watched, "budget", None)
     monkeypatch.setattr(Watched, "seen", [])
-    assert distill.translate_in_chunks(Watched(*parts), sources, tmp_path / "chunks") == expected
+    assert translations(Watched(*parts), "chunks") == expected
     assert Watched.seen == [20]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows.pipeline import deployment_name
 from tests.test_faults import VENV, _env, snapshot
 
 pytestmark = pytest.mark.slow
@@ -79,7 +80,8 @@ def test_two_workers_of_a_work_pool_each_run_one_of_two_queued_projects(built, t
         deployed = subprocess.run([sys.executable, "-m", "flows.pipeline", "--deploy", "nmt-test", "--root",
                                    str(tmp_path / name)], cwd=tmp_path / name, env=env, capture_output=True,
                                   text=True, timeout=120)
-        assert deployed.returncode == 0 and f"nmt-pipeline/nmt-{name}" in deployed.stderr, deployed.stderr[-3000:]
+        assert deployed.returncode == 0 and f"nmt-pipeline/{deployment_name(tmp_path / name)}" in deployed.stderr, \
+            deployed.stderr[-3000:]
 
     prefect = str(VENV / "bin" / "prefect")
     logs = {w: tmp_path / f"{w}.log" for w in ("w1", "w2")}
@@ -88,8 +90,9 @@ def test_two_workers_of_a_work_pool_each_run_one_of_two_queued_projects(built, t
                for w, log in logs.items()]
     try:
         for name in ("alpha", "beta"):  # queued at once, before either worker has taken anything
-            made = subprocess.run([prefect, "deployment", "run", f"nmt-pipeline/nmt-{name}"], env=env,
-                                  capture_output=True, text=True, timeout=60)
+            deployment = f"nmt-pipeline/{deployment_name(tmp_path / name)}"
+            made = subprocess.run([prefect, "deployment", "run", deployment], env=env, capture_output=True, text=True,
+                                  timeout=60)
             assert made.returncode == 0, made.stdout + made.stderr
         with urllib.request.urlopen(urllib.request.Request(
                 f"{prefect_api}/deployments/filter", b"{}", {"Content-Type": "application/json"}), timeout=10) as r:

@@ -18,7 +18,6 @@ from dataclasses import asdict
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.tokens import PAD
@@ -94,8 +93,14 @@ class Seq2SeqBase(nn.Module):
             logits, _ = self(src, src_len, tgt_in)
         else:
             logits = self.sampled_logits(src, src_len, tgt_in, teacher_forcing)
-        flat, gold = logits.reshape(-1, logits.size(-1)).float(), gold.reshape(-1)
-        nll = F.cross_entropy(flat, gold, ignore_index=PAD, reduction="sum")
-        loss = nll if label_smoothing == 0 else F.cross_entropy(flat, gold, ignore_index=PAD, reduction="sum",
-                                                                 label_smoothing=label_smoothing)
-        return loss, nll.detach(), int((gold != PAD).sum())
+        # one log-softmax in fp32 for both terms: two F.cross_entropy calls (plain and smoothed) would each keep
+        # their own [tokens, vocab] copy for backward, the largest tensors of a step
+        logp = logits.reshape(-1, logits.size(-1)).float().log_softmax(-1)  # [batch * tgt_len, vocab]
+        gold = gold.reshape(-1)
+        keep = gold != PAD
+        nll = -logp.gather(1, gold[:, None]).squeeze(1).masked_fill(~keep, 0.0).sum()
+        loss = nll
+        if label_smoothing:  # as F.cross_entropy's label_smoothing: eps spread over the whole vocabulary
+            uniform = -logp.mean(-1).masked_fill(~keep, 0.0).sum()
+            loss = (1.0 - label_smoothing) * nll + label_smoothing * uniform
+        return loss, nll.detach(), int(keep.sum())

@@ -10,17 +10,20 @@ seconds, sentences/s and the teacher (its members' sha256: ``distill.ensemble`` 
 
 Translating a large corpus takes hours on a CPU, so it goes in chunks of ``CHUNK`` sentences, each saved
 under ``checkpoints/distill/<key>/`` as soon as it is done: a killed or failed run resumes at the first
-missing chunk. The key hashes the teacher's weights, the decoding settings and the sources, so no chunk of
-another teacher or corpus is ever reused. The outputs move into place only once every chunk is there.
+missing chunk. The key hashes the teacher's weights, the decoding settings, the chunk size and the sources,
+so no chunk of another teacher or corpus is ever reused. The corpus streams through chunk by chunk and is
+never held whole; the outputs move into place only once every chunk is there.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -58,29 +61,37 @@ def teacher(params: Params, paths: Paths) -> tuple[Translator, dict[str, str]]:
     return Translator.from_file(model, device, decoding), members
 
 
-def translate_in_chunks(translator: Translator, sources: list[str], folder: Path) -> list[str]:
-    """Translations of ``sources``, chunk by chunk, each chunk saved in ``folder`` and reused when it is there."""
+def chunks_of(path: Path, size: int) -> Iterator[list[str]]:
+    """The file's lines, ``size`` at a time: a corpus of any length is never held whole."""
+    with open(path, encoding="utf-8") as fh:
+        while part := [line.rstrip("\n") for line in itertools.islice(fh, size)]:
+            yield part
+
+
+def translate_in_chunks(translator: Translator, source: Path, folder: Path) -> Iterator[tuple[list[str], list[str]]]:
+    """Each chunk of ``source``'s lines with its translations; every chunk's translations are saved in ``folder``
+    and reused when they are there, so an interrupted run resumes at its first missing chunk."""
     folder.mkdir(parents=True, exist_ok=True)
-    out: list[str] = []
-    start, done_before = time.perf_counter(), 0
-    chunks = range(0, len(sources), CHUNK)
-    for n, first in enumerate(tqdm(chunks, desc="distill", unit="chunk", disable=None)):
-        part, saved = sources[first:first + CHUNK], folder / f"{n:06d}.txt"
+    with open(source, encoding="utf-8") as fh:
+        total = sum(1 for _ in fh)
+    start, done, done_before = time.perf_counter(), 0, 0
+    for n, part in enumerate(tqdm(chunks_of(source, CHUNK), desc="distill", unit="chunk", total=-(-total // CHUNK),
+                                  disable=None)):
+        saved = folder / f"{n:06d}.txt"
+        done += len(part)
         if saved.exists() and len(lines := read_lines(saved)) == len(part):
-            out += lines
             done_before += len(part)
+            yield part, lines
             continue
         with torch.inference_mode():
             lines = translator.translate(part, prepared=True)  # train's sources are as clean wrote them
         with atomic_file(saved, encoding="utf-8") as fh:
             fh.writelines(line + "\n" for line in lines)
-        out += lines
-        rate = (len(out) - done_before) / max(time.perf_counter() - start, 1e-9)
-        left = (len(sources) - len(out)) / max(rate, 1e-9) / 60
+        rate = (done - done_before) / max(time.perf_counter() - start, 1e-9)
         # the flow draws train's "progress" lines as a bar: the same format here
         log.info("progress %5.1f%% | %d/%d sentences | %.1f sentences/s | %.0f min left",
-                 100 * len(out) / len(sources), len(out), len(sources), rate, left)
-    return out
+                 100 * done / total, done, total, rate, (total - done) / max(rate, 1e-9) / 60)
+        yield part, lines
 
 
 def run(params: Params, paths: Paths) -> dict:
@@ -94,30 +105,30 @@ def run(params: Params, paths: Paths) -> dict:
             raise PipelineError(f"{f} not found; run the clean stage first")
     translator, members = teacher(params, paths)
     decoding = translator.decoding.to_dict()
-    sources = read_lines(files[f"train.{src}"])
-    key = hashlib.sha256(json.dumps([members, decoding, sha256_of(files[f"train.{src}"])]).encode()).hexdigest()[:16]
-    chunks = paths.checkpoints / "distill" / key
+    train = files[f"train.{src}"]
+    key = hashlib.sha256(json.dumps([members, decoding, CHUNK, sha256_of(train)]).encode()).hexdigest()[:16]
+    sentences = pairs = 0
     tic = time.perf_counter()
-    hypotheses = translate_in_chunks(translator, sources, chunks)
-    seconds = time.perf_counter() - tic
-    kept = [(s, h) for s, h in zip(sources, hypotheses, strict=True) if h.strip()]
-    report = {"sentences": len(sources), "pairs": len(kept), "empty_translations": len(sources) - len(kept),
-              "seconds": round(seconds, 1), "sentences_per_sec": round(len(sources) / max(seconds, 1e-9), 2),
-              "teacher": members, "decoding": decoding}
     with stage_outputs() as outputs:
         out = outputs.dir(student.clean)
         with open(out / f"train.{src}", "w", encoding="utf-8") as fs, \
                 open(out / f"train.{tgt}", "w", encoding="utf-8") as ft:
-            for s, h in kept:
-                fs.write(s + "\n")
-                ft.write(h + "\n")
+            for part, hypotheses in translate_in_chunks(translator, train, paths.checkpoints / "distill" / key):
+                kept = [(s, h) for s, h in zip(part, hypotheses, strict=True) if h.strip()]
+                fs.writelines(s + "\n" for s, _ in kept)
+                ft.writelines(h + "\n" for _, h in kept)
+                sentences, pairs = sentences + len(part), pairs + len(kept)
+        seconds = time.perf_counter() - tic
         for name, f in files.items():
             if not name.startswith("train."):
                 shutil.copyfile(f, out / name)
+        report = {"sentences": sentences, "pairs": pairs, "empty_translations": sentences - pairs,
+                  "seconds": round(seconds, 1), "sentences_per_sec": round(sentences / max(seconds, 1e-9), 2),
+                  "teacher": members, "decoding": decoding}
         outputs.json(student.metrics / "distill.json", report)
     shutil.rmtree(paths.checkpoints / "distill", ignore_errors=True)  # in place now: the chunks are spent
     log.info("distilled %d sentences in %.0f s (%.1f sentences/s; %d empty translations dropped)",
-             len(sources), seconds, report["sentences_per_sec"], report["empty_translations"])
+             sentences, seconds, report["sentences_per_sec"], report["empty_translations"])
     return report
 
 

@@ -192,7 +192,9 @@ def _build_model(params: Params, paths: Paths, meta: dict) -> Seq2SeqBase:
 
 
 def _fingerprint(params: Params, paths: Paths, world: int) -> str:
-    settings = {"model": params.model.model_dump(), "train": params.train.model_dump(exclude={"device", "threads"}),
+    # what changes the run; where it runs (device, threads, the rendezvous address) does not
+    train = params.train.model_dump(exclude={"device", "threads", "rendezvous"})
+    settings = {"model": params.model.model_dump(), "train": train,
                 "max_tokens": params.build.max_tokens, "world": world}
     if params.train.embeddings == "pretrained":  # info.json alone does not change with every embed setting
         settings["embed"] = params.embed.model_dump(exclude={"workers"})
@@ -481,9 +483,8 @@ def _under_torchrun(params: Params, paths: Paths) -> dict:
     code = relaunch_under_torchrun("pipeline.stages.train", params.model_dump(), paths.root, cfg.processes,
                                    paths.role, cfg.nodes, cfg.rendezvous)
     if code:
-        log_file = paths.logs / ("train.log" if paths.role == "teacher" else f"{paths.role}_train.log")
         raise PipelineError(f"{cfg.processes * cfg.nodes} training processes under torchrun failed (exit {code}); "
-                            f"see {log_file} and the lines above")
+                            f"see {paths.log_file('train')} and the lines above")
     return json.loads((paths.metrics / "train.json").read_text())
 
 
