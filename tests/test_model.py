@@ -5,6 +5,7 @@ import torch
 
 from pipeline.inference.search import beam_search, greedy
 from pipeline.models import build_model
+from pipeline.models import loss as loss_module
 from pipeline.tokens import BOS, EOS, PAD, strip_ids
 
 RNN_VARIANTS = [dict(cell=c, attention=a, layers=layers, bidirectional=bi, input_feeding=feed)
@@ -114,6 +115,35 @@ def test_padding_targets_are_ignored_and_label_smoothing_mixes_in_the_uniform_lo
     logp = torch.log_softmax(model(src, src_len, tgt[:, :-1])[0], -1)[0]
     expected = 0.9 * nll + 0.1 * (-logp.mean(-1)).sum()
     torch.testing.assert_close(smooth, expected)
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+@pytest.mark.parametrize("chunk", [3, 2048], ids=["chunked", "one-chunk"])
+def test_the_fused_output_loss_matches_cross_entropy_in_value_and_gradients(monkeypatch, autocast, chunk):
+    monkeypatch.setattr(loss_module, "CHUNK", chunk)
+    torch.manual_seed(0)
+    hidden = torch.randn(11, 16, requires_grad=True)
+    weight, bias = torch.randn(40, 16, requires_grad=True), torch.randn(40, requires_grad=True)
+    gold = torch.randint(PAD + 1, 40, (11,))
+    gold[[2, 7]] = PAD
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        fused, nll = loss_module.linear_cross_entropy(hidden, weight, bias, gold, 0.1)
+        logits = torch.nn.functional.linear(hidden, weight, bias).float()
+    (2.5 * fused).backward()  # a scale on the loss reaches every gradient
+    fused_grads = [t.grad.clone() for t in (hidden, weight, bias)]
+    for t in (hidden, weight, bias):
+        t.grad = None
+    plain = torch.nn.functional.cross_entropy(logits, gold, ignore_index=PAD, label_smoothing=0.1, reduction="sum")
+    (2.5 * plain).backward()
+    tol = dict(rtol=2e-2, atol=2e-2) if autocast else {}
+    torch.testing.assert_close(fused, plain.detach(), **tol)
+    torch.testing.assert_close(nll, torch.nn.functional.cross_entropy(logits, gold, ignore_index=PAD,
+                                                                      reduction="sum").detach(), **tol)
+    for mine, theirs in zip(fused_grads, (hidden.grad, weight.grad, bias.grad), strict=True):
+        torch.testing.assert_close(mine, theirs, **tol)
+    with torch.no_grad():  # validation's path computes the same loss without keeping gradients
+        torch.testing.assert_close(loss_module.linear_cross_entropy(hidden, weight, bias, gold, 0.1)[0],
+                                   plain.detach(), **(tol or dict(rtol=1e-5, atol=1e-4)))
 
 
 def test_scheduled_sampling_feeds_predictions():

@@ -94,9 +94,11 @@ def test_two_workers_of_a_work_pool_each_run_one_of_two_queued_projects(built, t
             made = subprocess.run([prefect, "deployment", "run", deployment], env=env, capture_output=True, text=True,
                                   timeout=60)
             assert made.returncode == 0, made.stdout + made.stderr
+        names = {deployment_name(tmp_path / n) for n in ("alpha", "beta")}
         with urllib.request.urlopen(urllib.request.Request(
                 f"{prefect_api}/deployments/filter", b"{}", {"Content-Type": "application/json"}), timeout=10) as r:
-            ids = [d["id"] for d in json.load(r) if d["name"] in ("nmt-alpha", "nmt-beta")]
+            ids = [d["id"] for d in json.load(r) if d["name"] in names]
+        assert len(ids) == 2, ids
         deadline, runs = time.time() + 400, []
         while time.time() < deadline:
             runs = _flow_runs(prefect_api, ids)

@@ -5,7 +5,8 @@ Each architecture's constructor takes its own frozen dataclass (``RNNConfig``,
 params.yaml; the dataclasses have no defaults and no checks of their own, so nothing is kept twice.
 
 A model implements
-  ``forward(src, src_len, tgt_in) -> logits [B, T, V], attention [B, T, S] | None`` (teacher forcing),
+  ``features(src, src_len, tgt_in) -> hidden [B, T, H], attention [B, T, S] | None`` (teacher forcing: what
+  the output layer ``out`` reads; ``forward`` returns ``out`` of it, the logits [B, T, V]),
   ``encode(src, src_len) -> memory`` and ``start(memory) -> state``,
   ``step(y_prev [B], state, memory) -> logits [B, V], state, attention [B, S] | None``.
 Memory and state are dicts of batch-first tensors (or lists of them), so beam search can reorder
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pipeline.models.loss import linear_cross_entropy, smoothed_nll
 from pipeline.tokens import PAD
 
 
@@ -85,22 +87,24 @@ class Seq2SeqBase(nn.Module):
                 y = torch.where(use_gold | (gold == PAD), gold, logits.argmax(-1).detach())
         return torch.stack(out, 1)
 
+    def features(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Teacher forcing: what the output layer ``out`` reads at every position [B, T, H], and attention."""
+        raise NotImplementedError
+
+    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
+        hidden, weights = self.features(src, src_len, tgt_in)
+        return self.out(hidden), weights  # logits [B, T, V]
+
     def loss(self, src: Tensor, src_len: Tensor, tgt: Tensor, label_smoothing: float = 0.0,
              teacher_forcing: float = 1.0) -> tuple[Tensor, Tensor, int]:
         """(training loss, negative log-likelihood, target tokens), sums over the non-pad targets of tgt[:, 1:]."""
-        tgt_in, gold = tgt[:, :-1], tgt[:, 1:]
-        if teacher_forcing >= 1.0:
-            logits, _ = self(src, src_len, tgt_in)
-        else:
+        tgt_in, gold = tgt[:, :-1], tgt[:, 1:].reshape(-1)
+        if teacher_forcing >= 1.0:  # the output layer and the loss in one, chunk by chunk (models/loss.py)
+            hidden, _ = self.features(src, src_len, tgt_in)
+            loss, nll = linear_cross_entropy(hidden.reshape(-1, hidden.size(-1)), self.out.weight, self.out.bias,
+                                             gold, label_smoothing)
+        else:  # scheduled sampling decodes step by step: its logits exist anyway
             logits = self.sampled_logits(src, src_len, tgt_in, teacher_forcing)
-        # one log-softmax in fp32 for both terms: two F.cross_entropy calls (plain and smoothed) would each keep
-        # their own [tokens, vocab] copy for backward, the largest tensors of a step
-        logp = logits.reshape(-1, logits.size(-1)).float().log_softmax(-1)  # [batch * tgt_len, vocab]
-        gold = gold.reshape(-1)
-        keep = gold != PAD
-        nll = -logp.gather(1, gold[:, None]).squeeze(1).masked_fill(~keep, 0.0).sum()
-        loss = nll
-        if label_smoothing:  # as F.cross_entropy's label_smoothing: eps spread over the whole vocabulary
-            uniform = -logp.mean(-1).masked_fill(~keep, 0.0).sum()
-            loss = (1.0 - label_smoothing) * nll + label_smoothing * uniform
-        return loss, nll.detach(), int(keep.sum())
+            loss, nll = smoothed_nll(logits.reshape(-1, logits.size(-1)).float().log_softmax(-1), gold,
+                                     label_smoothing)
+        return loss, nll.detach(), int((gold != PAD).sum())

@@ -166,12 +166,12 @@ class RNNSeq2Seq(Seq2SeqBase):
     def _attend(self, query: Tensor, memory: dict) -> tuple[Tensor, Tensor]:
         return self.attention(query, memory["keys"], memory["memory"], memory["mask"])
 
-    def _logits(self, top: Tensor, context: Tensor, emb: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Output layer for any number of positions; returns logits and h~ (Luong)."""
+    def _hidden(self, top: Tensor, context: Tensor, emb: Tensor) -> tuple[Tensor, Tensor | None]:
+        """What the output layer reads, for any number of positions; and h~ (Luong)."""
         if self.luong:
             attentional = torch.tanh(self.combine(torch.cat([context, top], -1)))
-            return self.out(self.dropout(attentional)), attentional
-        return self.out(self.dropout(torch.tanh(self.pre_output(torch.cat([top, context, emb], -1))))), None
+            return self.dropout(attentional), attentional
+        return self.dropout(torch.tanh(self.pre_output(torch.cat([top, context, emb], -1)))), None
 
     def step(self, y_prev: Tensor, state: dict, memory: dict, need_weights: bool = True
              ) -> tuple[Tensor, dict, Tensor | None]:
@@ -196,7 +196,8 @@ class RNNSeq2Seq(Seq2SeqBase):
             h_all, c_all = (hx, None) if c is None else hx
             h, c = list(h_all.unbind(0)), (list(c_all.unbind(0)) if c_all is not None else None)
             context, weights = (fixed, None) if fixed is not None else self._attend(top, memory)
-        logits, attentional = self._logits(top, context, emb)
+        hidden, attentional = self._hidden(top, context, emb)
+        logits = self.out(hidden)
         new = {"h": torch.stack(h, 1)}
         if c is not None:
             new["c"] = torch.stack(c, 1)
@@ -206,7 +207,7 @@ class RNNSeq2Seq(Seq2SeqBase):
 
     # --- teacher forcing: all positions --------------------------------------------------------------
 
-    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
+    def features(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
         memory = self.encode(src, src_len)
         emb = self.dropout(self.tgt_embed(tgt_in))  # [B, T, E]
         state = self.start(memory)
@@ -220,7 +221,7 @@ class RNNSeq2Seq(Seq2SeqBase):
                 context, weights = fixed.unsqueeze(1).expand_as(tops), None
             else:
                 context, weights = self._attend(tops, memory)
-            return self._logits(tops, context, emb)[0], weights
+            return self._hidden(tops, context, emb)[0], weights
 
         gi_emb = self.decoder.w_emb(emb)  # [B, T, G*H], for every position at once
         h = list(state["h"].unbind(1))
@@ -240,6 +241,6 @@ class RNNSeq2Seq(Seq2SeqBase):
                 tops.append(feed)
             weights.append(w)
         if self.luong:
-            return self.out(self.dropout(torch.stack(tops, 1))), torch.stack(weights, 1)
-        logits, _ = self._logits(torch.stack(tops, 1), torch.stack(contexts, 1), emb)
-        return logits, torch.stack(weights, 1)
+            return self.dropout(torch.stack(tops, 1)), torch.stack(weights, 1)
+        hidden, _ = self._hidden(torch.stack(tops, 1), torch.stack(contexts, 1), emb)
+        return hidden, torch.stack(weights, 1)

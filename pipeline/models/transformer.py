@@ -223,6 +223,7 @@ class TransformerSeq2Seq(Seq2SeqBase):
         return {"memory": memory, "mask": mask, "cross_k": [k for k, _ in kv], "cross_v": [v for _, v in kv]}
 
     def _decode(self, tgt_in: Tensor, memory: dict, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """The output layer's input [B, T, d] at every position of ``tgt_in``, and the last layer's attention."""
         x = self._embed(tgt_in, self.tgt_embed, "tgt")
         weights = None
         for i, layer in enumerate(self.decoder):
@@ -230,9 +231,9 @@ class TransformerSeq2Seq(Seq2SeqBase):
             x, w = layer(x, None, (memory["cross_k"][i], memory["cross_v"][i]), memory["mask"],
                          need_weights=need_weights and last)
             weights = w if last else weights
-        return self.out(self.dec_norm(x)), weights
+        return self.dec_norm(x), weights
 
-    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
+    def features(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
         return self._decode(tgt_in, self.encode(src, src_len))
 
     def sampled_logits(self, src: Tensor, src_len: Tensor, tgt_in: Tensor, teacher_forcing: float) -> Tensor:
@@ -242,11 +243,11 @@ class TransformerSeq2Seq(Seq2SeqBase):
         One extra decoder pass instead of a step loop over the target."""
         memory = self.encode(src, src_len)
         with torch.no_grad():
-            predicted = self._decode(tgt_in, memory)[0].argmax(-1)  # [B, T]: the token after each prefix
+            predicted = self.out(self._decode(tgt_in, memory)[0]).argmax(-1)  # [B, T]: the token after each prefix
         use_model = (torch.rand(tgt_in.shape, device=tgt_in.device) >= teacher_forcing) & (tgt_in != PAD)
         mixed = tgt_in.clone()
         mixed[:, 1:] = torch.where(use_model[:, 1:], predicted[:, :-1], tgt_in[:, 1:])
-        return self._decode(mixed, memory)[0]
+        return self.out(self._decode(mixed, memory)[0])
 
     # --- decoding, one step at a time -----------------------------------------------------------------
 
@@ -263,8 +264,8 @@ class TransformerSeq2Seq(Seq2SeqBase):
         need_weights = need_weights and not self.training  # the fused attention kernel otherwise
         if "prefix" in state:
             prefix = torch.cat([state["prefix"], y_prev.unsqueeze(1)], 1)
-            logits, weights = self._decode(prefix, memory, need_weights=need_weights)
-            return logits[:, -1], {"prefix": prefix}, (weights[:, -1] if weights is not None else None)
+            hidden, weights = self._decode(prefix, memory, need_weights=need_weights)
+            return self.out(hidden[:, -1]), {"prefix": prefix}, (weights[:, -1] if weights is not None else None)
         x = self._embed(y_prev.unsqueeze(1), self.tgt_embed, "tgt", offset=state["k"][0].size(2))  # [B, 1, D]
         keys, values, weights = [], [], None
         for i, layer in enumerate(self.decoder):

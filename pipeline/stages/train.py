@@ -228,7 +228,7 @@ def setup(params: Params, paths: Paths) -> Session:
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     loss_module: nn.Module = LossModule(model)
     if cfg.compile:
-        model.forward = torch.compile(model.forward, dynamic=True)  # the teacher-forced pass; weights keep their names
+        model.features = torch.compile(model.features, dynamic=True)  # the teacher-forced pass; weights keep names
     if world > 1:
         loss_module = nn.parallel.DistributedDataParallel(
             loss_module, device_ids=[device] if device.type == "cuda" else None)
