@@ -50,7 +50,7 @@ from flows.dvc import lock_entry, repro, stage_env
 # One line per stage, and per training epoch: what `make pipeline` shows (main() gives it a console handler).
 PROGRESS = logging.getLogger("flows.progress")
 SAID = {"unchanged": "ran, outputs unchanged"}  # the other statuses say themselves
-STUDENT_STAGES = ("distill", "student_build", "student_train", "student_evaluate")  # params: distill
+SWITCH = "python -m pipeline.switch "  # how dvc.yaml starts the stages that distill.enabled switches on
 BAR_STAGES = {"train", "student_train", "distill"}  # long stages whose progress lines become a bar
 _EPOCH = re.compile(r"(epoch \d+: train loss .*?)\s*$")
 _TRAINING = re.compile(r"progress +([\d.]+)% \| (.*?)\s*$")  # train's progress lines
@@ -110,9 +110,10 @@ def stage_order(root: Path) -> list[str]:
     return stage_plan(root)[0]
 
 
-def stage_plan(root: Path) -> tuple[list[str], set[str]]:
-    """The stages of dvc.yaml, dependencies first, and those DVC finds stale now (``dvc status``, in this
-    process: 0.15 s for all of them, where a ``dvc repro`` subprocess takes 0.5 s to say one is cached)."""
+def stage_plan(root: Path) -> tuple[list[str], set[str], set[str]]:
+    """The stages of dvc.yaml, dependencies first; those DVC finds stale now (``dvc status``, in this process:
+    0.15 s for all of them, where a ``dvc repro`` subprocess takes 0.5 s to say one is cached); and those that
+    ``distill.enabled`` switches on (their command starts with ``SWITCH``)."""
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
@@ -122,7 +123,9 @@ def stage_plan(root: Path) -> tuple[list[str], set[str]]:
         order = [stage.name for stage in nx.lexicographical_topological_sort(graph.reverse(), key=written.get)]
         # DVC names a stage relative to the working directory ("../project/dvc.yaml:train" from elsewhere)
         stale = {key.rsplit(":", 1)[-1] for key in repo.status()}
-        return order, stale if stale <= set(order) else set(order)  # a name we cannot place: ask DVC for each
+        switched = {stage.name for stage in repo.index.stages if str(getattr(stage, "cmd", "")).startswith(SWITCH)}
+        # a name we cannot place: ask DVC for each
+        return order, stale if stale <= set(order) else set(order), switched
 
 
 def _say(stage: str, status: str, seconds: float) -> None:
@@ -245,10 +248,10 @@ def nmt_pipeline(root: str = ".", force: bool = False):  # -> the summary, or a 
     try:
         distill = load_params(paths.root / "params.yaml").distill.enabled  # a bad file fails before any stage
         with one_run_at_a_time(paths.root):
-            order, stale = stage_plan(paths.root)
+            order, stale, switched = stage_plan(paths.root)
             changed = False  # once a stage has changed its outputs, DVC decides for every later one
             for name in order:
-                quiet = not distill and name in STUDENT_STAGES
+                quiet = not distill and name in switched
                 state = run_stage.with_options(name=name)(name, root, force, not changed and name not in stale,
                                                           quiet, return_state=True)
                 if state.is_failed():
@@ -256,7 +259,7 @@ def nmt_pipeline(root: str = ".", force: bool = False):  # -> the summary, or a 
                 summary["stages"].append(state.result())
                 changed |= summary["stages"][-1]["status"] == "ran"
             if not distill:
-                seconds = sum(s["seconds"] for s in summary["stages"] if s["stage"] in STUDENT_STAGES)
+                seconds = sum(s["seconds"] for s in summary["stages"] if s["stage"] in switched)
                 PROGRESS.info("%-9s %-22s %6.1f s", "distill", "off (distill.enabled)", seconds)
             for role in ("teacher", "student") if distill else ("teacher",):
                 state = promote(root, role, return_state=True)

@@ -4,6 +4,7 @@ relaunch."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shlex
 import subprocess
@@ -15,6 +16,8 @@ import torch
 import yaml
 
 from pipeline.common import PipelineError
+
+log = logging.getLogger(__name__)
 
 
 def choose_device(pref: str, what: str = "train.device") -> torch.device:
@@ -92,10 +95,12 @@ def torchrun_args(processes: int, nodes: int = 1, rendezvous: str | None = None)
             f"--rdzv-endpoint={rendezvous}", f"--rdzv-id={RENDEZVOUS_ID}"]
 
 
-def joining_command(processes: int, nodes: int, rendezvous: str, root: Path, role: str = "teacher") -> str:
-    """What each other machine runs to join a multi-node training (the project folder shared, at ``root``)."""
+def joining_command(processes: int, nodes: int, rendezvous: str, root: Path, params_file: Path,
+                    role: str = "teacher") -> str:
+    """What each other machine runs to join a multi-node training (the project folder shared, at ``root``):
+    the lead's own ``params_file``, so that every node trains with the same settings."""
     return shlex.join(["python", "-m", "torch.distributed.run", *torchrun_args(processes, nodes, rendezvous),
-                       "-m", "pipeline.stages.train", "--root", str(root), "--params", str(root / "params.yaml"),
+                       "-m", "pipeline.stages.train", "--root", str(root), "--params", str(params_file),
                        *(["--role", role] if role != "teacher" else [])])
 
 
@@ -103,9 +108,13 @@ def relaunch_under_torchrun(module: str, params: dict, root: Path, processes: in
                             nodes: int = 1, rendezvous: str | None = None) -> int:
     """Run ``python -m <module>`` as ``processes`` DDP processes under torchrun (on this machine, or as one of
     ``nodes`` machines meeting at ``rendezvous``), with ``params`` written to a temporary file in ``root`` (and
-    the stage's ``--role``); each process gets its share of the CPU threads. Returns torchrun's exit status."""
+    the stage's ``--role``); each process gets its share of the CPU threads. Several machines: logs what the
+    others run to join. Returns torchrun's exit status."""
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", dir=root, delete=False) as fh:
         yaml.safe_dump(params, fh, allow_unicode=True)
+    if nodes > 1:
+        log.info("waiting for %d more node(s) at %s; on each, in the shared project folder, run: %s", nodes - 1,
+                 rendezvous, joining_command(processes, nodes, rendezvous, root.resolve(), Path(fh.name), role))
     env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or processes) // processes)))
     try:
         return subprocess.run([sys.executable, "-m", "torch.distributed.run",

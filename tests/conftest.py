@@ -72,7 +72,7 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path
 def built_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny project in a git repo with every stage run once by `make repro`, built once for the session:
     a test that needs a built project copies it (``shutil.copytree(built_tiny, dest, symlinks=True)``)."""
-    from tests.test_faults import built_project  # there with the other helpers that drive a project
+    from tests.project import built_project
 
     return built_project(tmp_path_factory.mktemp("built") / "project")
 

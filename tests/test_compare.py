@@ -10,7 +10,7 @@ import pytest
 
 from flows.compare import _hydra
 from pipeline.tracking import default_uri
-from tests.test_faults import _env, built_project
+from tests.project import built_project, venv_env
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def project(tmp_path_factory, prefect_api):
 
 
 def _compare(root, *args):
-    return subprocess.run([sys.executable, "-m", "flows.compare", *args], cwd=root, env=_env(), capture_output=True,
+    return subprocess.run([sys.executable, "-m", "flows.compare", *args], cwd=root, env=venv_env(), capture_output=True,
                           text=True, timeout=900)
 
 

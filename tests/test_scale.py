@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from flows.pipeline import deployment_name
-from tests.test_faults import VENV, _env, snapshot
+from tests.project import VENV, snapshot, venv_env
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def built(tmp_path_factory, built_tiny) -> Path:
 
 def _make(root: Path, target: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(["make", "-o", str(VENV / ".installed"), f"VENV={VENV}", target], cwd=root,
-                          env=env or _env(), capture_output=True, text=True, timeout=300)
+                          env=env or venv_env(), capture_output=True, text=True, timeout=300)
 
 
 def test_a_second_clone_pulls_the_first_ones_artifacts_and_reruns_nothing(built, tmp_path):
@@ -39,7 +39,7 @@ def test_a_second_clone_pulls_the_first_ones_artifacts_and_reruns_nothing(built,
     shutil.copytree(built, root, symlinks=True)
     remote = tmp_path / "remote"  # a folder remote: the same protocol as s3:// or ssh://, see the README
     dvc = [str(VENV / "bin" / "dvc")]
-    subprocess.run([*dvc, "remote", "add", "-d", "store", str(remote)], cwd=root, check=True, env=_env())
+    subprocess.run([*dvc, "remote", "add", "-d", "store", str(remote)], cwd=root, check=True, env=venv_env())
     for cmd in (["git", "add", ".dvc/config"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm",
                                                 "remote"]):
         subprocess.run(cmd, cwd=root, check=True)
@@ -51,10 +51,10 @@ def test_a_second_clone_pulls_the_first_ones_artifacts_and_reruns_nothing(built,
     assert not (clone / "models" / "model.pt").exists()
     pulled = _make(clone, "pull")
     assert pulled.returncode == 0, pulled.stdout + pulled.stderr
-    status = subprocess.run([*dvc, "status", "--json"], cwd=clone, capture_output=True, text=True, env=_env())
+    status = subprocess.run([*dvc, "status", "--json"], cwd=clone, capture_output=True, text=True, env=venv_env())
     assert json.loads(status.stdout) == {"download": ["always changed"]}, status.stdout + status.stderr
     lock = (clone / "dvc.lock").read_text()
-    repro = subprocess.run([*dvc, "repro"], cwd=clone, capture_output=True, text=True, env=_env(), timeout=300)
+    repro = subprocess.run([*dvc, "repro"], cwd=clone, capture_output=True, text=True, env=venv_env(), timeout=300)
     assert repro.returncode == 0, repro.stdout + repro.stderr
     assert (clone / "dvc.lock").read_text() == lock  # download looked and found nothing new; nothing else ran
     assert "Running stage 'train'" not in repro.stdout and "Running stage 'clean'" not in repro.stdout
@@ -72,7 +72,7 @@ def _flow_runs(api: str, deployment_ids: list[str]) -> list[dict]:
 
 
 def test_two_workers_of_a_work_pool_each_run_one_of_two_queued_projects(built, tmp_path, prefect_api):
-    env = _env(PREFECT_API_URL=prefect_api, PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="0")
+    env = venv_env(PREFECT_API_URL=prefect_api, PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="0")
     projects = []
     for name in ("alpha", "beta"):  # two projects, already built: each run is a real one that finds little to do
         shutil.copytree(built, tmp_path / name, symlinks=True)

@@ -16,7 +16,7 @@ import mlflow
 import pytest
 
 from tests.conftest import served_model, write_params
-from tests.test_faults import _copy_project
+from tests.project import copy_checkout
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +81,7 @@ def test_a_scheduled_run_retrains_and_promotes_against_real_servers(tmp_path, se
     env, artifacts = servers
     root = tmp_path / "project"
     root.mkdir()
-    _copy_project(root)
+    copy_checkout(root)
     write_params(root, {"registry": {"model_name": "nmt-scheduled"}})
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):

@@ -269,10 +269,15 @@ def test_two_nodes_meeting_at_a_c10d_rendezvous_match_one_process_with_the_same_
     lead = subprocess.Popen([sys.executable, "-m", "pipeline.stages.train", "--root", str(shared.root), "--params",
                              str(shared.root / "params.yaml")], cwd=ROOT, env=env, stdout=open(logs["lead"], "w"),  # noqa: SIM115
                             stderr=subprocess.STDOUT)
-    joining = shlex.split(joining_command(1, 2, endpoint, shared.root))
+    joining = shlex.split(joining_command(1, 2, endpoint, shared.root, shared.root / "params.yaml"))
     joiner = subprocess.Popen([sys.executable, *joining[1:]], cwd=ROOT, env=env, stdout=open(logs["joiner"], "w"),  # noqa: SIM115
                               stderr=subprocess.STDOUT)
-    codes = [proc.wait(timeout=300) for proc in (lead, joiner)]
+    try:
+        codes = [proc.wait(timeout=300) for proc in (lead, joiner)]
+    finally:  # a hung rendezvous must not leave either "machine" running after the test
+        for proc in (lead, joiner):
+            proc.kill()
+            proc.wait()
     assert codes == [0, 0], logs["lead"].read_text()[-3000:] + logs["joiner"].read_text()[-3000:]
     _assert_same_run(one_process_reference, shared)
 

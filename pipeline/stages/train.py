@@ -47,7 +47,6 @@ from pipeline.device import (
     autocast,
     choose_device,
     init_distributed,
-    joining_command,
     relaunch_under_torchrun,
 )
 from pipeline.inference.translator import Translator
@@ -476,10 +475,6 @@ def _under_torchrun(params: Params, paths: Paths) -> dict:
     ``device.joining_command``, and whichever process torchrun makes rank 0 writes the outputs into the
     shared project folder."""
     cfg = params.train
-    if cfg.nodes > 1:
-        log.info("waiting for %d more node(s) at %s; on each, in the shared project folder, run: %s",
-                 cfg.nodes - 1, cfg.rendezvous,
-                 joining_command(cfg.processes, cfg.nodes, cfg.rendezvous, paths.root.resolve(), paths.role))
     code = relaunch_under_torchrun("pipeline.stages.train", params.model_dump(), paths.root, cfg.processes,
                                    paths.role, cfg.nodes, cfg.rendezvous)
     if code:

@@ -1,0 +1,81 @@
+"""Driving a project as a user would: a copy of this checkout in a temp git repo, the entry points
+(`make pipeline`, `make repro`, `dvc repro`, a stage's CLI) run with the project's venv, and what a test
+checks afterwards (the last line, a snapshot of the outputs). Shared by the fault, schedule, scale and
+compare tests and the conftest fixtures."""
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT, write_params
+
+VENV = Path(sys.executable).parent.parent
+OUTPUTS = ("data", "models", "metrics", "reports")
+
+
+def copy_checkout(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (f.startswith(OUTPUTS) and not f.endswith(".gitignore")) or f == "dvc.lock":
+            continue
+        (dest / f).parent.mkdir(parents=True, exist_ok=True)
+        (dest / f).write_bytes((ROOT / f).read_bytes())
+
+
+def venv_env(**extra: str) -> dict[str, str]:
+    # as after `source .venv/bin/activate`, which the README asks for before calling dvc directly
+    return {**os.environ, "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ['PATH']}", "NMT_RETRY_DELAY": "0",
+            **extra}
+
+
+def run(root: Path, entry: str, *args: str, env: dict | None = None, timeout: int = 300,
+        preexec=None) -> subprocess.CompletedProcess:
+    commands = {
+        "make pipeline": ["make", "-o", str(VENV / ".installed"), f"VENV={VENV}", "pipeline"],
+        "make repro": ["make", "-o", str(VENV / ".installed"), f"VENV={VENV}", "repro"],
+        "dvc repro": [str(VENV / "bin" / "dvc"), "repro"],
+        "flows.dvc": [sys.executable, "-m", "flows.dvc"],  # what `make repro` runs; takes the stage to stop at
+        "stage": [sys.executable, "-m", f"pipeline.stages.{args[0] if args else ''}"],
+    }
+    cmd = commands[entry] + (list(args[1:]) if entry == "stage" else list(args))
+    return subprocess.run(cmd, cwd=root, env=env or venv_env(), capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=preexec)
+
+
+def last_line(proc: subprocess.CompletedProcess) -> str:
+    """The last line the command printed, leaving out make's own 'make: *** ... Error 1' trailer."""
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip() and not ln.startswith("make")]
+    return lines[-1]
+
+
+def assert_one_line(proc: subprocess.CompletedProcess, pattern: str) -> str:
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    line = last_line(proc)
+    assert re.search(pattern, line), f"{line!r} does not match {pattern!r}\n{output[-3000:]}"
+    return line
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    files = [f for d in OUTPUTS for f in (root / d).rglob("*") if f.is_file()] + [root / "dvc.lock"]
+    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def built_project(root: Path, until: str | None = None) -> Path:
+    """The project on the tiny config in a git repo at ``root``, every stage run once by `make repro` (or,
+    with ``until``, the stages up to that one)."""
+    copy_checkout(root)
+    write_params(root)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        subprocess.run(cmd, cwd=root, check=True)
+    proc = run(root, "make repro") if until is None else run(root, "flows.dvc", until)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return root
+
+
