@@ -5,7 +5,8 @@ bucket ``bucket-<bound>.src`` and ``.tgt`` hold the pairs' token ids back to bac
 fits, else uint32) and ``.len`` their lengths (uint16 pairs: source, target), sorted by (source, target)
 length. A batch is a run of neighbours within one bucket, as many as fit the token budget: the bucket bounds a
 batch's width, the sort keeps its padding low. Training holds the table of batches (nine numbers each) and
-reads each batch with three small reads, so its memory follows the batch, not the corpus (10M pairs or 100M).
+reads each batch with three small reads, so its memory follows the batch, not the corpus (measured:
+docs/scaling.md).
 
 In memory (``Pairs``) a set of pairs is flat arrays plus offsets, for what is small by nature: the sentences
 a translator is given, a bench's sample, a test's look at a split (``Shards.pairs``).

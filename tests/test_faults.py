@@ -83,10 +83,11 @@ def server(tmp_path, http_server):
     return base, site, handler
 
 
-def test_a_no_op_make_pipeline_says_one_line_per_stage(good):
-    root, _ = good
-    # first in the file, so that no earlier test has left a stage to redo (a retraining would cost 30 s here);
+def test_a_no_op_make_pipeline_says_one_line_per_stage(built_tiny, prefect_api, tmp_path):
+    # a copy of its own: whatever the other tests here left stale would be redone (a retraining: 30 s);
     # the first run promotes what `make repro` registered
+    root = tmp_path / "project"
+    shutil.copytree(built_tiny, root, symlinks=True)
     first = run(root, "make pipeline")
     assert first.returncode == 0 and "Downloading artifacts" not in first.stdout + first.stderr, first.stderr
     before = snapshot(root)
