@@ -29,6 +29,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.checkpoint import load_weights  # noqa: E402
 from pipeline.common import read_lines, setup_logging  # noqa: E402
 from pipeline.config import STUDENT, Paths, load_params  # noqa: E402
 from pipeline.decoding import from_params  # noqa: E402
@@ -58,6 +59,20 @@ def scored(name: str, translator: Translator, paths: Paths, src: str, tgt: str) 
 def student_overlay(minutes: float) -> dict:
     """The default student (config.STUDENT) under the bench's time budget, on the teacher's schedule."""
     return merged(STUDENT, {"train": {"max_minutes": minutes, "epochs": 200, "experiment": "bench-distill"}})
+
+
+def ensemble_members(model_file: Path, checkpoints: Path, n: int) -> list[Path]:
+    """The last ``n`` step checkpoints whose weights are not the model's own: when the best epoch is the last,
+    the newest step checkpoint *is* the model, and an ensemble with it would count the model twice."""
+    model = load_weights(model_file)
+    members = []
+    for step in sorted(checkpoints.glob("step-*.pt"), reverse=True):
+        weights = torch.load(step, map_location="cpu", weights_only=True)["model"]
+        if not all(torch.equal(model[k], weights[k]) for k in model):
+            members.append(step)
+        if len(members) == n:
+            break
+    return members[::-1]
 
 
 def original_student(teacher: Path, out: Path, overlay: dict) -> Path:
@@ -94,7 +109,7 @@ def main() -> None:
 
     teacher = Translator.from_file(paths.model / "model.pt", decoding=decoding)
     rows.append(scored("teacher (PyTorch)", teacher, paths, src, tgt))
-    steps = sorted(paths.checkpoints.glob("step-*.pt"))[-args.ensemble:] if args.ensemble else []
+    steps = ensemble_members(paths.model / "model.pt", paths.checkpoints, args.ensemble) if args.ensemble else []
     if steps:
         together = ensemble_translator(paths.model / "model.pt", steps, "cpu", decoding)
         rows.append(scored(f"ensemble: model + {len(steps)} step checkpoints (PyTorch)", together, paths, src, tgt))
