@@ -117,7 +117,7 @@ def test_padding_targets_are_ignored_and_label_smoothing_mixes_in_the_uniform_lo
     torch.testing.assert_close(smooth, expected)
 
 
-@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+@pytest.mark.parametrize("autocast", [None, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("chunk", [3, 2048], ids=["chunked", "one-chunk"])
 def test_the_fused_output_loss_matches_cross_entropy_in_value_and_gradients(monkeypatch, autocast, chunk):
     monkeypatch.setattr(loss_module, "CHUNK", chunk)
@@ -126,9 +126,10 @@ def test_the_fused_output_loss_matches_cross_entropy_in_value_and_gradients(monk
     weight, bias = torch.randn(40, 16, requires_grad=True), torch.randn(40, requires_grad=True)
     gold = torch.randint(PAD + 1, 40, (11,))
     gold[[2, 7]] = PAD
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        fused, nll = loss_module.linear_cross_entropy(hidden, weight, bias, gold, 0.1)
-        logits = torch.nn.functional.linear(hidden, weight, bias).float()
+    with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+        features = hidden.to(autocast or hidden.dtype)  # in the autocast dtype, as a decoder's output is
+        fused, nll = loss_module.linear_cross_entropy(features, weight, bias, gold, 0.1)
+        logits = torch.nn.functional.linear(features, weight, bias).float()
     (2.5 * fused).backward()  # a scale on the loss reaches every gradient
     fused_grads = [t.grad.clone() for t in (hidden, weight, bias)]
     for t in (hidden, weight, bias):
@@ -144,6 +145,23 @@ def test_the_fused_output_loss_matches_cross_entropy_in_value_and_gradients(monk
     with torch.no_grad():  # validation's path computes the same loss without keeping gradients
         torch.testing.assert_close(loss_module.linear_cross_entropy(hidden, weight, bias, gold, 0.1)[0],
                                    plain.detach(), **(tol or dict(rtol=1e-5, atol=1e-4)))
+
+
+def test_the_fused_output_loss_keeps_small_fp16_gradients_until_the_loss_scale():
+    """Under fp16 autocast the gradient of the features is multiplied by the loss scale only in backward:
+    kept in fp16 before that, gradients under fp16's smallest normal (6e-5) would lose their precision."""
+    torch.manual_seed(0)
+    hidden = torch.randn(4, 8, dtype=torch.float16, requires_grad=True)
+    weight = (1e-6 * torch.randn(32000, 8)).requires_grad_()  # tiny weights: tiny gradients of the features
+    gold = torch.randint(PAD + 1, 32000, (4,))
+    with torch.autocast("cpu", dtype=torch.float16):
+        fused, _ = loss_module.linear_cross_entropy(hidden, weight, None, gold, 0.0)
+    (65536.0 * fused).backward()
+    with torch.autocast("cpu", enabled=False):
+        logits = torch.nn.functional.linear(hidden.float(), weight)
+        expected, = torch.autograd.grad(65536.0 * torch.nn.functional.cross_entropy(logits, gold, reduction="sum"),
+                                        hidden)
+    torch.testing.assert_close(hidden.grad.float(), expected.float(), rtol=1e-2, atol=1e-6)
 
 
 def test_scheduled_sampling_feeds_predictions():

@@ -42,15 +42,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, gold: Tensor,
                 smoothing: float) -> tuple[Tensor, Tensor]:
-        grad_hidden = torch.empty_like(hidden)  # [N, H]
+        kind = hidden.device.type
+        # fp16 autocast (older GPUs): these gradients are not yet multiplied by the loss scale, and fp16 would
+        # flush the small ones to zero, so their matmuls run in fp32 and grad_hidden stays fp32 until backward
+        # has scaled it; bf16 has fp32's range
+        fp16 = torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.float16
+        ctx.hidden_dtype = hidden.dtype
+        grad_hidden = torch.empty_like(hidden, dtype=torch.float32 if fp16 else hidden.dtype)  # [N, H]
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)  # [V, H]
         grad_bias = torch.zeros(weight.size(0), dtype=torch.float32, device=weight.device) if bias is not None else None
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         nll = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        kind = hidden.device.type
-        # fp16 autocast (older GPUs): these gradients are not yet multiplied by the loss scale, and fp16 would
-        # flush the small ones to zero, so their matmuls run in fp32; bf16 has fp32's range
-        fp16 = torch.is_autocast_enabled(kind) and torch.get_autocast_dtype(kind) == torch.float16
         for first in range(0, hidden.size(0), CHUNK):
             h, g = hidden[first:first + CHUNK], gold[first:first + CHUNK]
             logp = F.linear(h, weight, bias).float().log_softmax(-1)  # [chunk, V]
@@ -58,12 +60,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
             loss, nll = loss + chunk_loss, nll + chunk_nll
             # d loss / d logits = softmax - ((1 - eps) one-hot + eps / V), zero on padding
             grad = logp.exp_()
-            grad.scatter_add_(1, g[:, None], torch.full((g.size(0), 1), smoothing - 1.0, device=grad.device))
+            grad.scatter_add_(1, g[:, None], torch.full((g.size(0), 1), smoothing - 1.0, dtype=grad.dtype,
+                                                          device=grad.device))
             if smoothing:
                 grad -= smoothing / weight.size(0)
             grad.masked_fill_((g == PAD)[:, None], 0.0)
             with torch.autocast(kind, enabled=False) if fp16 else contextlib.nullcontext():
-                grad_hidden[first:first + CHUNK] = torch.matmul(grad, weight.to(grad.dtype)).to(hidden.dtype)
+                grad_hidden[first:first + CHUNK] = torch.matmul(grad, weight.to(grad.dtype)).to(grad_hidden.dtype)
                 grad_weight += torch.matmul(grad.t(), h.to(grad.dtype)).float()
             if grad_bias is not None:
                 grad_bias += grad.sum(0)
@@ -74,7 +77,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss: Tensor, _grad_nll: Tensor):
         grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
-        return (grad_hidden * grad_loss, grad_weight * grad_loss,
+        return ((grad_hidden * grad_loss).to(ctx.hidden_dtype), grad_weight * grad_loss,
                 grad_bias * grad_loss if grad_bias is not None else None, None, None)
 
 
