@@ -29,6 +29,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline import allocator  # noqa: E402
 from pipeline.checkpoint import load_weights  # noqa: E402
 from pipeline.common import read_lines, setup_logging  # noqa: E402
 from pipeline.config import STUDENT, Paths, load_params  # noqa: E402
@@ -141,4 +142,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    allocator.reexec_with_tcmalloc()  # trains as the train stage does: pipeline/allocator.py
     main()

@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from data_stages import make_corpus, run_stage, scratch_project  # noqa: E402
 
-from pipeline import glove  # noqa: E402
+from pipeline import allocator, glove  # noqa: E402
 from pipeline.common import setup_logging  # noqa: E402
 from pipeline.models.base import Seq2SeqBase  # noqa: E402
 from pipeline.models.transformer import TransformerSeq2Seq  # noqa: E402
@@ -237,4 +237,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    allocator.reexec_with_tcmalloc()  # trains as the train stage does: pipeline/allocator.py
     main()

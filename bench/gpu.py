@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from data_stages import scratch_project  # noqa: E402
 from multi30k import SETTINGS as M30K  # noqa: E402
 
+from pipeline import allocator  # noqa: E402
 from pipeline.common import setup_logging, write_json  # noqa: E402
 from pipeline.overrides import RECIPES, merged  # noqa: E402
 from pipeline.stages import build, clean, download, embed, evaluate, tokenizer, train  # noqa: E402
@@ -130,4 +131,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    allocator.reexec_with_tcmalloc()  # trains as the train stage does: pipeline/allocator.py
     main()

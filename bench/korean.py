@@ -62,6 +62,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from data_stages import scratch_project  # noqa: E402
 
+from pipeline import allocator  # noqa: E402
 from pipeline.checkpoint import load_model  # noqa: E402
 from pipeline.common import setup_logging  # noqa: E402
 from pipeline.config import Paths, load_params  # noqa: E402
@@ -421,4 +422,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    allocator.reexec_with_tcmalloc()  # trains as the train stage does: pipeline/allocator.py
     main()

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "corpora"
 sys.path.insert(0, str(ROOT))
 
+from pipeline import allocator  # noqa: E402
 from pipeline.checkpoint import load_model  # noqa: E402
 from pipeline.common import setup_logging  # noqa: E402
 from pipeline.config import Paths, load_params  # noqa: E402
@@ -127,4 +128,5 @@ def _bleu(translator: Translator, paths: Paths, params) -> float:
 
 
 if __name__ == "__main__":
+    allocator.reexec_with_tcmalloc()  # trains as the train stage does: pipeline/allocator.py
     main()

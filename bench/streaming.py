@@ -6,12 +6,13 @@ should follow the batch and the table of batches, not the corpus (the target: un
 pairs). The corpus is bench/data_stages.py's (Multi30k repeated with random perturbations); the model is the
 default Transformer block at d 256 with random embeddings.
 
-Training runs twice on each corpus: with glibc's default allocator settings, and with ``LEAN`` below. The
-difference is memory the allocator keeps after the step freed it (glibc holds on to freed blocks; oneDNN,
-under bf16, keeps a primitive per batch shape), not data: see docs/scaling.md.
+Training runs once per allocator setting on each corpus: glibc's malloc with its defaults, with ``LEAN`` below,
+and tcmalloc (and jemalloc) preloaded where the distribution's package is installed. The difference is memory
+the allocator keeps after the step freed it, not data: see docs/scaling.md.
 
-    python bench/streaming.py --pairs 1000000            # about 12 minutes on 2 cores; 10M pairs about 45
-    python bench/streaming.py --pairs 100000 --steps 20  # the plumbing, quickly
+    python bench/streaming.py                    # 1M and 10M pairs, every allocator: about 70 minutes on 2 cores
+    python bench/streaming.py --pairs 1000000 10000000 --allocators "default allocator" tcmalloc LEAN  # 42 min
+    python bench/streaming.py --pairs 200000 --steps 20  # the plumbing, quickly
 """
 
 from __future__ import annotations
@@ -34,16 +35,32 @@ from data_stages import PeakRSS, make_corpus, run_stage  # noqa: E402
 
 # glibc's own tunables (no code of ours): hand freed memory back to the system at once, two malloc arenas
 LEAN = {"MALLOC_TRIM_THRESHOLD_": "0", "MALLOC_ARENA_MAX": "2"}
+# other allocators, preloaded where the distribution's package is installed (Debian: libjemalloc2,
+# libtcmalloc-minimal4); the allocators PyTorch's CPU performance guide suggests
+PRELOADS = {"jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+            "tcmalloc": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"}
+
+
+def allocators() -> dict[str, dict[str, str]]:
+    """Each allocator setting to train under: its name and the whole environment of the run."""
+    # NMT_ALLOCATOR=system: else the train stage would preload tcmalloc itself (pipeline/allocator.py)
+    default = {k: v for k, v in os.environ.items() if k not in LEAN and k != "LD_PRELOAD"} | {"NMT_ALLOCATOR": "system"}
+    settings = {"default allocator": default, "LEAN": default | LEAN}
+    settings |= {name: default | {"LD_PRELOAD": path} for name, path in PRELOADS.items() if Path(path).exists()}
+    if "tcmalloc" in settings:  # gperftools' own setting: give freed spans back to the system at once
+        settings["tcmalloc, decommit"] = settings["tcmalloc"] | {"TCMALLOC_AGGRESSIVE_DECOMMIT": "true"}
+    return settings
 
 
 def train_until(root: Path, steps: int, env: dict[str, str]) -> tuple[float, int]:
-    """Run the train stage from scratch until its step checkpoint ``steps`` exists; (seconds, peak RSS in bytes)."""
+    """Run the train stage from scratch, in the environment ``env``, until its step checkpoint ``steps`` exists;
+    (seconds, peak RSS in bytes)."""
     shutil.rmtree(root / "checkpoints", ignore_errors=True)  # else the second run resumes the first
     target = root / "checkpoints" / f"step-{steps:08d}.pt"
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.stages.train", "--root",
                              str(root), "--params", str(root / "params.yaml")], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, **env})
+                            stderr=subprocess.DEVNULL, env=env)
     with PeakRSS(proc.pid) as rss:
         try:
             while not target.exists():
@@ -63,6 +80,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--keep", type=Path, help="keep the scratch projects under this folder")
+    parser.add_argument("--allocators", nargs="+", choices=list(allocators()), default=list(allocators()),
+                        help="train under these allocator settings only, in this order")
     args = parser.parse_args()
     rows = []
     for n in args.pairs:
@@ -85,7 +104,10 @@ def main() -> None:
             seconds, peak = run_stage(stage, root)
             rows.append((n, stage, seconds, peak))
             print(f"{n:>11,} {stage:9s} {seconds:7.1f} s  peak RSS {peak / 2**20:7.0f} MiB", flush=True)
-        for allocator, env in (("default allocator", {}), ("LEAN", LEAN)):
+        # the first runs on a cold page cache, the others on a warm one: that changes the seconds a little, not the
+        # peak RSS (the shards are mapped either way)
+        for allocator in args.allocators:
+            env = allocators()[allocator]
             seconds, peak = train_until(root, args.steps, env)
             rows.append((n, f"train, {args.steps} steps, {allocator}", seconds, peak))
             print(f"{n:>11,} train ({allocator}) {seconds:7.1f} s  peak RSS {peak / 2**20:7.0f} MiB", flush=True)
@@ -96,7 +118,7 @@ def main() -> None:
     print("\n| pairs | stage | seconds | peak RSS (MiB) |\n|---:|---|---:|---:|")
     for n, stage, seconds, peak in rows:
         print(f"| {n:,} | {stage} | {seconds:.1f} | {peak / 2**20:,.0f} |")
-    for allocator in ("default allocator", "LEAN"):
+    for allocator in args.allocators:
         trained = [(n, peak) for n, stage, _, peak in rows if stage.endswith(allocator)]
         worst = max(peak for _, peak in trained)
         growth = trained[-1][1] / trained[0][1]

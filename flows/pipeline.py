@@ -123,9 +123,15 @@ def stage_plan(root: Path) -> tuple[list[str], set[str], set[str]]:
         order = [stage.name for stage in nx.lexicographical_topological_sort(graph.reverse(), key=written.get)]
         # DVC names a stage relative to the working directory ("../project/dvc.yaml:train" from elsewhere)
         stale = {key.rsplit(":", 1)[-1] for key in repo.status()}
-        switched = {stage.name for stage in repo.index.stages if str(getattr(stage, "cmd", "")).startswith(SWITCH)}
+        switched = {stage.name for stage in repo.index.stages if _command(stage).startswith(SWITCH)}
         # a name we cannot place: ask DVC for each
         return order, stale if stale <= set(order) else set(order), switched
+
+
+def _command(stage) -> str:
+    """A stage's command as one line: dvc.yaml's ``cmd`` is a string or a list of commands run in turn."""
+    cmd = getattr(stage, "cmd", "") or ""
+    return cmd if isinstance(cmd, str) else " && ".join(cmd)
 
 
 def _say(stage: str, status: str, seconds: float) -> None:

@@ -10,10 +10,11 @@ from pipeline.config import Params
 from tests.conftest import ROOT
 
 PKG = ROOT / "pipeline"
-# Parse params and write files, but do not change what a stage computes; every value they could
-# contribute comes from params.yaml, which DVC watches per section. Declaring them would rerun every
-# stage, data stages included, for an edit to a log message.
+# Parse params and write files, or pick the memory allocator, but do not change what a stage computes;
+# every value they could contribute comes from params.yaml, which DVC watches per section. Declaring them
+# would rerun every stage, data stages included, for an edit to a log message.
 INFRASTRUCTURE = {"pipeline/common.py", "pipeline/cli.py", "pipeline/config.py", "pipeline/tracking.py",
+                  "pipeline/allocator.py",
                   "pipeline/__init__.py", "pipeline/stages/__init__.py", "pipeline/inference/__init__.py"}
 STAGES, INFERENCE = PKG / "stages", PKG / "inference"
 

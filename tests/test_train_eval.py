@@ -1,3 +1,4 @@
+import contextlib
 import csv
 import json
 import math
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -17,7 +19,7 @@ import sacrebleu
 import torch
 
 from flows.pipeline import _TRAINING, TrainingBar  # at import: Prefect sets up logging once, before caplog
-from pipeline import schedule
+from pipeline import allocator, schedule
 from pipeline.checkpoint import load_model
 from pipeline.config import Paths, load_params
 from pipeline.dataset import load_split
@@ -190,6 +192,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_project, tmp_path
     assert last.exists() and not (paths.model / "model.pt").exists(), "the run ended before it could be killed"
     killed_at = torch.load(last, weights_only=True)["state"]
     assert killed_at["step"] > 0 and not killed_at.get("complete")
+    # the stage re-executed itself under tcmalloc where it is installed; the resumed run, in this process, is glibc's
+    assert f"memory allocator: {allocator.find_tcmalloc() or 'glibc malloc'}" in paths.log_file("train").read_text()
 
     resumed = train.run(params, paths)
     assert resumed["steps"] == expected["steps"]
@@ -249,13 +253,23 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tiny_pro
     assert json.loads((ddp.metrics / "train.json").read_text())["epochs"] == 1
 
 
+def _logged_joining_command(log_file: Path, lead: subprocess.Popen, timeout: float = 120) -> list[str]:
+    """The command the lead logs for the other machines ("... run: <command>"), split as a shell would."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in (log_file.read_text() if log_file.exists() else "").splitlines():
+            if "run: " in line and "torch.distributed.run" in line:
+                return shlex.split(line.split("run: ", 1)[1])
+        assert lead.poll() is None, f"the lead ended (exit {lead.returncode}) before logging the joining command"
+        time.sleep(0.2)
+    raise AssertionError(f"no joining command in {log_file} after {timeout} s")
+
+
 @pytest.mark.slow
 def test_two_nodes_meeting_at_a_c10d_rendezvous_match_one_process_with_the_same_global_batch(
         tiny_project, one_process_reference, tmp_path):
     """Two "machines" on 127.0.0.1 sharing the project folder: the train stage on one, as DVC runs it, and on
-    the other the joining command the stage logs (torchrun, c10d rendezvous)."""
-    from pipeline.device import joining_command
-
+    the other the joining command the stage logs (torchrun, c10d rendezvous), as a user would copy it."""
     _, base = tiny_project
     overrides = _DISTRIBUTED
     with socket.socket() as s:
@@ -266,18 +280,23 @@ def test_two_nodes_meeting_at_a_c10d_rendezvous_match_one_process_with_the_same_
     _, shared = _copy_project(base, tmp_path / "shared", merged(overrides, nodes))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     logs = {name: tmp_path / f"{name}.log" for name in ("lead", "joiner")}
-    lead = subprocess.Popen([sys.executable, "-m", "pipeline.stages.train", "--root", str(shared.root), "--params",
-                             str(shared.root / "params.yaml")], cwd=ROOT, env=env, stdout=open(logs["lead"], "w"),  # noqa: SIM115
-                            stderr=subprocess.STDOUT)
-    joining = shlex.split(joining_command(1, 2, endpoint, shared.root, shared.root / "params.yaml"))
-    joiner = subprocess.Popen([sys.executable, *joining[1:]], cwd=ROOT, env=env, stdout=open(logs["joiner"], "w"),  # noqa: SIM115
-                              stderr=subprocess.STDOUT)
-    try:
-        codes = [proc.wait(timeout=300) for proc in (lead, joiner)]
-    finally:  # a hung rendezvous must not leave either "machine" running after the test
-        for proc in (lead, joiner):
-            proc.kill()
-            proc.wait()
+    procs = []
+    # each "machine" in a session of its own: a hung rendezvous must not leave either's torchrun workers behind
+    with open(logs["lead"], "w") as lead_log, open(logs["joiner"], "w") as joiner_log:
+        try:
+            procs.append(subprocess.Popen([sys.executable, "-m", "pipeline.stages.train", "--root", str(shared.root),
+                                           "--params", str(shared.root / "params.yaml")], cwd=ROOT, env=env,
+                                          stdout=lead_log, stderr=subprocess.STDOUT, start_new_session=True))
+            joining = _logged_joining_command(shared.log_file("train"), procs[0])  # the console's lines wrap
+            assert joining[0] == "python", joining
+            procs.append(subprocess.Popen([sys.executable, *joining[1:]], cwd=ROOT, env=env, stdout=joiner_log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+            codes = [proc.wait(timeout=300) for proc in procs]
+        finally:
+            for proc in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     assert codes == [0, 0], logs["lead"].read_text()[-3000:] + logs["joiner"].read_text()[-3000:]
     _assert_same_run(one_process_reference, shared)
 
@@ -318,6 +337,20 @@ def test_cosine_schedule_anneals_over_the_time_budget():
     assert schedule.lr_factor(cfg, 4, 0.0) == pytest.approx(0.5)  # warmup
     no_budget = Train(scheduler="cosine", epochs=2)
     assert schedule.progress(no_budget, 50, 100, 3600.0) == pytest.approx(0.5)  # epochs only
+
+
+def test_training_preloads_tcmalloc_where_installed_unless_told_or_preloaded_already():
+    lib = "libtcmalloc_minimal.so.4"
+    assert allocator.to_preload({}, lib) == lib
+    assert allocator.to_preload({"LD_PRELOAD": "/opt/libfoo.so"}, lib) == lib  # another preload: kept beside it
+    assert allocator.to_preload({"LD_PRELOAD": lib}, lib) is None  # the re-executed process
+    assert allocator.to_preload({"LD_PRELOAD": "libjemalloc.so.2"}, lib) is None  # the user's own allocator
+    assert allocator.to_preload({"NMT_ALLOCATOR": "system"}, lib) is None
+    assert allocator.to_preload({}, None) is None  # not installed: glibc
+    with pytest.raises(SystemExit, match="NMT_ALLOCATOR must be auto or system"):
+        allocator.to_preload({"NMT_ALLOCATOR": "tcmaloc"}, lib)
+    assert allocator.in_use({"LD_PRELOAD": f"/opt/libfoo.so:{lib}"}) == lib
+    assert allocator.in_use({}) == "glibc malloc"
 
 
 def test_amp_is_fp16_with_a_scaler_where_the_gpu_has_no_bf16():

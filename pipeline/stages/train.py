@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import checkpoint
+from pipeline import allocator, checkpoint
 from pipeline.cli import stage_main
 from pipeline.common import PipelineError, atomic_file, read_lines, stage_outputs
 from pipeline.config import Params, Paths, Train
@@ -224,6 +224,9 @@ def setup(params: Params, paths: Paths) -> Session:
         raise PipelineError(f"one epoch has {n_batches} batches, fewer than accumulate x processes ({group})")
     total_steps = steps_per_epoch * cfg.epochs
     amp = amp_dtype(cfg.amp, device, params.model.arch)
+    if rank == 0:
+        log.info("training on %s in %s; memory allocator: %s", device, str(amp or torch.float32).removeprefix("torch."),
+                 allocator.in_use())
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     loss_module: nn.Module = LossModule(model)
     if cfg.compile:
@@ -512,6 +515,7 @@ def run(params: Params, paths: Paths) -> dict:
 
 
 def main() -> None:
+    allocator.reexec_with_tcmalloc()  # once, before the first tensor: see pipeline/allocator.py
     stage_main("train", run)
 
 
