@@ -18,6 +18,7 @@ the allocator keeps after the step freed it, not data: see docs/scaling.md.
 from __future__ import annotations
 
 import argparse
+import ctypes.util
 import os
 import shutil
 import subprocess
@@ -33,12 +34,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from data_stages import PeakRSS, make_corpus, run_stage  # noqa: E402
 
+from pipeline import allocator  # noqa: E402
+
 # glibc's own tunables (no code of ours): hand freed memory back to the system at once, two malloc arenas
 LEAN = {"MALLOC_TRIM_THRESHOLD_": "0", "MALLOC_ARENA_MAX": "2"}
 # other allocators, preloaded where the distribution's package is installed (Debian: libjemalloc2,
 # libtcmalloc-minimal4); the allocators PyTorch's CPU performance guide suggests
-PRELOADS = {"jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
-            "tcmalloc": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"}
+PRELOADS = {"jemalloc": ctypes.util.find_library("jemalloc"), "tcmalloc": allocator.find_tcmalloc()}
 
 
 def allocators() -> dict[str, dict[str, str]]:
@@ -46,7 +48,7 @@ def allocators() -> dict[str, dict[str, str]]:
     # NMT_ALLOCATOR=system: else the train stage would preload tcmalloc itself (pipeline/allocator.py)
     default = {k: v for k, v in os.environ.items() if k not in LEAN and k != "LD_PRELOAD"} | {"NMT_ALLOCATOR": "system"}
     settings = {"default allocator": default, "LEAN": default | LEAN}
-    settings |= {name: default | {"LD_PRELOAD": path} for name, path in PRELOADS.items() if Path(path).exists()}
+    settings |= {name: default | {"LD_PRELOAD": path} for name, path in PRELOADS.items() if path}
     if "tcmalloc" in settings:  # gperftools' own setting: give freed spans back to the system at once
         settings["tcmalloc, decommit"] = settings["tcmalloc"] | {"TCMALLOC_AGGRESSIVE_DECOMMIT": "true"}
     return settings
@@ -106,11 +108,10 @@ def main() -> None:
             print(f"{n:>11,} {stage:9s} {seconds:7.1f} s  peak RSS {peak / 2**20:7.0f} MiB", flush=True)
         # the first runs on a cold page cache, the others on a warm one: that changes the seconds a little, not the
         # peak RSS (the shards are mapped either way)
-        for allocator in args.allocators:
-            env = allocators()[allocator]
-            seconds, peak = train_until(root, args.steps, env)
-            rows.append((n, f"train, {args.steps} steps, {allocator}", seconds, peak))
-            print(f"{n:>11,} train ({allocator}) {seconds:7.1f} s  peak RSS {peak / 2**20:7.0f} MiB", flush=True)
+        for name in args.allocators:
+            seconds, peak = train_until(root, args.steps, allocators()[name])
+            rows.append((n, f"train, {args.steps} steps, {name}", seconds, peak))
+            print(f"{n:>11,} train ({name}) {seconds:7.1f} s  peak RSS {peak / 2**20:7.0f} MiB", flush=True)
         dataset = sum(f.stat().st_size for f in (root / "data" / "dataset").rglob("*") if f.is_file())
         print(f"{n:>11,} dataset on disk: {dataset / 2**20:,.0f} MiB", flush=True)
         if not args.keep:
@@ -118,12 +119,12 @@ def main() -> None:
     print("\n| pairs | stage | seconds | peak RSS (MiB) |\n|---:|---|---:|---:|")
     for n, stage, seconds, peak in rows:
         print(f"| {n:,} | {stage} | {seconds:.1f} | {peak / 2**20:,.0f} |")
-    for allocator in args.allocators:
-        trained = [(n, peak) for n, stage, _, peak in rows if stage.endswith(allocator)]
+    for name in args.allocators:
+        trained = [(n, peak) for n, stage, _, peak in rows if stage.endswith(name)]
         worst = max(peak for _, peak in trained)
         growth = trained[-1][1] / trained[0][1]
         verdict = "met" if worst < 2**31 else "MISSED"
-        print(f"training's peak RSS, {allocator}: at most {worst / 2**20:,.0f} MiB (target < 2,048 MiB: {verdict}); "
+        print(f"training's peak RSS, {name}: at most {worst / 2**20:,.0f} MiB (target < 2,048 MiB: {verdict}); "
               f"{trained[-1][0]:,} pairs against {trained[0][0]:,}: {growth:.2f}x")
 
 
