@@ -193,7 +193,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_project, tmp_path
     killed_at = torch.load(last, weights_only=True)["state"]
     assert killed_at["step"] > 0 and not killed_at.get("complete")
     # the stage re-executed itself under tcmalloc where it is installed; the resumed run, in this process, is glibc's
-    assert f"memory allocator: {allocator.find_tcmalloc() or 'glibc malloc'}" in paths.log_file("train").read_text()
+    chosen = allocator.to_preload(os.environ, allocator.find_tcmalloc()) or "glibc malloc"
+    assert f"memory allocator: {chosen}" in paths.log_file("train").read_text()
 
     resumed = train.run(params, paths)
     assert resumed["steps"] == expected["steps"]
