@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import allocator  # noqa: E402
-from pipeline.checkpoint import load_weights  # noqa: E402
+from pipeline.checkpoint import load_checkpoint, load_weights  # noqa: E402
 from pipeline.common import read_lines, setup_logging  # noqa: E402
 from pipeline.config import STUDENT, Paths, load_params  # noqa: E402
 from pipeline.decoding import from_params  # noqa: E402
@@ -68,7 +68,7 @@ def ensemble_members(model_file: Path, checkpoints: Path, n: int) -> list[Path]:
     model = load_weights(model_file)
     members = []
     for step in sorted(checkpoints.glob("step-*.pt"), reverse=True):
-        weights = torch.load(step, map_location="cpu", weights_only=True)["model"]
+        weights = load_checkpoint(step)["model"]
         if not all(torch.equal(model[k], weights[k]) for k in model):
             members.append(step)
         if len(members) == n:

@@ -82,7 +82,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--keep", type=Path, help="keep the scratch projects under this folder")
-    parser.add_argument("--allocators", nargs="+", choices=list(allocators()), default=list(allocators()),
+    settings = allocators()
+    parser.add_argument("--allocators", nargs="+", choices=list(settings), default=list(settings),
                         help="train under these allocator settings only, in this order")
     args = parser.parse_args()
     rows = []
@@ -109,7 +110,7 @@ def main() -> None:
         # the first runs on a cold page cache, the others on a warm one: that changes the seconds a little, not the
         # peak RSS (the shards are mapped either way)
         for name in args.allocators:
-            seconds, peak = train_until(root, args.steps, allocators()[name])
+            seconds, peak = train_until(root, args.steps, settings[name])
             rows.append((n, f"train, {args.steps} steps, {name}", seconds, peak))
             print(f"{n:>11,} train ({name}) {seconds:7.1f} s  peak RSS {peak / 2**20:7.0f} MiB", flush=True)
         dataset = sum(f.stat().st_size for f in (root / "data" / "dataset").rglob("*") if f.is_file())

@@ -15,15 +15,13 @@ Install it with the distribution's package (Debian, Ubuntu: ``apt install libtcm
 from __future__ import annotations
 
 import ctypes.util
-import logging
 import os
 import sys
 from collections.abc import Mapping
 
-log = logging.getLogger(__name__)
-
 # gperftools' tcmalloc: the minimal build (no profiler) first, as ldconfig knows them
 TCMALLOC = ("tcmalloc_minimal", "tcmalloc")
+GLIBC = "glibc malloc"
 # tcmalloc reports every allocation over 1 GiB on stderr; a large vocabulary's embedding gradient is one
 QUIET = {"TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": str(1 << 40)}
 
@@ -39,8 +37,7 @@ def to_preload(environ: Mapping[str, str], library: str | None) -> str | None:
     choice = environ.get("NMT_ALLOCATOR", "auto")
     if choice not in ("auto", "system"):
         raise SystemExit(f"error: NMT_ALLOCATOR must be auto or system (got {choice!r}); unset it for auto")
-    preloaded = environ.get("LD_PRELOAD", "")
-    if choice == "system" or library is None or "malloc" in preloaded:
+    if choice == "system" or library is None or in_use(environ) != GLIBC:
         return None
     return library
 
@@ -48,7 +45,7 @@ def to_preload(environ: Mapping[str, str], library: str | None) -> str | None:
 def in_use(environ: Mapping[str, str] = os.environ) -> str:
     """What this process allocates with, for the log: the preloaded malloc library, or glibc."""
     preloaded = [lib for lib in environ.get("LD_PRELOAD", "").replace(":", " ").split() if "malloc" in lib]
-    return preloaded[0] if preloaded else "glibc malloc"
+    return preloaded[0] if preloaded else GLIBC
 
 
 def reexec_with_tcmalloc() -> None:
