@@ -2,6 +2,7 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+TEST_WORKERS ?= 2  # pytest processes of `make test`
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export MLFLOW_DISABLE_TELEMETRY ?= true
@@ -52,7 +53,9 @@ serve-model: $(STAMP)  ## serve models:/<name>@champion on 127.0.0.1:5001 (POST 
 
 test: $(STAMP)  ## lint, then the test suite
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q --durations=15  # the slowest tests, for keeping the suite short
+	# two workers, a test file each at a time (its module fixtures built once): most tests wait on a subprocess or a
+	# server with one core busy; tests/conftest.py gives each worker its share of the torch threads
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15  # the slowest tests, for keeping the suite short
 
 lint: $(STAMP)  ## ruff only
 	$(VENV)/bin/ruff check .

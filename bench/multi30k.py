@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--scheduler", choices=["constant", "noam", "cosine", "wsd"],
                         help="the learning-rate schedule (default: the architecture's in SETTINGS)")
     parser.add_argument("--amp", choices=["auto", "bf16", "off"], default="auto", help="train.amp")
+    parser.add_argument("--seed", type=int, default=1, help="train.seed: initialisation, dropout and batch order")
     parser.add_argument("--average", type=int, default=5, help="average the last N epoch checkpoints (0: off)")
     parser.add_argument("--out", type=Path, help="keep the scratch project here (default: a temp dir)")
     args = parser.parse_args()
@@ -70,6 +71,7 @@ def main() -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     overrides = {"data": {"corpus": "multi30k", "src": "de", "tgt": "en"},
                  "train": {"epochs": args.epochs, "max_minutes": args.minutes, "experiment": "bench-multi30k",
+                           "seed": args.seed,
                            "checkpoint_every": 100_000,  # step files at epoch ends only: those are averaged
                            "keep_checkpoints": max(args.average, 2), "average_last": args.average},
                  "evaluate": {"beam_size": args.beam}}
@@ -102,7 +104,7 @@ def main() -> None:
                "best_epoch": trained["best_epoch"], "train_tokens_per_sec": trained["train_tokens_per_sec"],
                "averaged_checkpoints": trained.get("averaged_checkpoints", 0),
                "bleu_cased": scores["bleu"], "bleu_lowercase": scores["bleu_lowercase"], "chrf": scores["chrf"],
-               "beam": args.beam, "scheduler": p.train.scheduler, "amp": p.train.amp,
+               "beam": args.beam, "scheduler": p.train.scheduler, "amp": p.train.amp, "seed": p.train.seed,
                "wall_minutes": round(wall / 60, 1)}
     if trained.get("averaged_checkpoints"):  # the best single epoch, for the share averaging bought
         summary["bleu_cased_best_epoch"] = _bleu(best_epoch_translator(paths, p), paths, p)

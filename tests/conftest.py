@@ -40,6 +40,18 @@ TINY = {
 }
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`make test` runs two workers), each worker and every process its tests start gets its
+    share of the cores as torch threads: two workers with two OpenMP threads each would fight for two cores."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
 def write_params(root: Path, overrides: dict | None = None) -> Path:
     """params.yaml in ``root``: the project's defaults with the tiny settings and ``overrides``."""
     params = merged(merged(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY), overrides or {})
