@@ -10,6 +10,7 @@ for each way of decoding, all measured in this run (one warm-up batch first):
 * PyTorch, the previous search: the same with the beam search before that rule (it waited for ``beam``
   finished hypotheses), kept here as the reference; the bench says whether both give identical output;
 * CTranslate2 int8 (Transformer only): ``translate --engine ctranslate2``;
+* PyTorch under bf16 autocast (the weights stay fp32; matmuls in bf16, as training's ``train.amp: bf16``);
 * with ``--uncached``, the Transformer re-decoding its whole prefix at every step (before key/value caches).
 
     python bench/decode.py --transformer bench/out/transformer12 [--rnn bench/out/rnn20]
@@ -18,6 +19,7 @@ for each way of decoding, all measured in this run (one warm-up batch first):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -154,7 +156,7 @@ def rows_for(project: Path, label: str, uncached: bool) -> list[tuple]:
     for search, beam in (("greedy", 1), ("beam 5", 5)):
         base = Translator.from_file(paths.model / "model.pt", decoding=from_params(params, beam_size=beam))
         transformer = base.model.arch == "transformer"
-        ways = [("PyTorch", "cached")]
+        ways = [("PyTorch", "cached"), ("PyTorch, bf16 autocast", "bf16")]
         if beam > 1:
             ways.append(("PyTorch, the previous search", "previous"))
         if transformer:
@@ -166,7 +168,8 @@ def rows_for(project: Path, label: str, uncached: bool) -> list[tuple]:
             translator = ct2_translator(base, "int8") if way == "ct2" else base
             base.model.incremental = way != "uncached"
             translator_module.beam_search = previous_beam_search if way == "previous" else beam_search
-            seconds, steps, bleu, outputs[way] = measure(translator, sources, references)
+            with torch.autocast("cpu", torch.bfloat16) if way == "bf16" else contextlib.nullcontext():
+                seconds, steps, bleu, outputs[way] = measure(translator, sources, references)
             same = "" if way == "cached" else (
                 "identical" if outputs[way] == outputs["cached"] else
                 f"{sum(a != b for a, b in zip(outputs[way], outputs['cached'], strict=True))} lines differ")

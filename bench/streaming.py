@@ -13,6 +13,7 @@ the allocator keeps after the step freed it, not data: see docs/scaling.md.
     python bench/streaming.py                    # 1M and 10M pairs, every allocator: about 70 minutes on 2 cores
     python bench/streaming.py --pairs 1000000 10000000 --allocators "default allocator" tcmalloc LEAN  # 42 min
     python bench/streaming.py --pairs 200000 --steps 20  # the plumbing, quickly
+    python bench/streaming.py --pairs 10000000 --allocators tcmalloc --recompute no yes  # train.recompute_layers
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ def train_until(root: Path, steps: int, env: dict[str, str]) -> tuple[float, int
     return seconds, rss.peak
 
 
+def _label(allocator_name: str, recompute: str) -> str:
+    return allocator_name + (", layers recomputed" if recompute == "yes" else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, nargs="+", default=[1_000_000, 10_000_000])
@@ -85,7 +90,10 @@ def main() -> None:
     settings = allocators()
     parser.add_argument("--allocators", nargs="+", choices=list(settings), default=list(settings),
                         help="train under these allocator settings only, in this order")
+    parser.add_argument("--recompute", nargs="+", choices=["no", "yes"], default=["no"],
+                        help="train.recompute_layers of each training: no, yes, or both (no yes)")
     args = parser.parse_args()
+    runs = [(name, recompute) for name in args.allocators for recompute in args.recompute]
     rows = []
     for n in args.pairs:
         root = (args.keep / f"pairs-{n}") if args.keep else Path(tempfile.mkdtemp(prefix=f"bench-stream-{n}-"))
@@ -109,10 +117,13 @@ def main() -> None:
             print(f"{n:>11,} {stage:9s} {seconds:7.1f} s  peak RSS {peak / 2**20:7.0f} MiB", flush=True)
         # the first runs on a cold page cache, the others on a warm one: that changes the seconds a little, not the
         # peak RSS (the shards are mapped either way)
-        for name in args.allocators:
+        for name, recompute in runs:
+            params["train"]["recompute_layers"] = recompute == "yes"
+            (root / "params.yaml").write_text(yaml.safe_dump(params))
             seconds, peak = train_until(root, args.steps, settings[name])
-            rows.append((n, f"train, {args.steps} steps, {name}", seconds, peak))
-            print(f"{n:>11,} train ({name}) {seconds:7.1f} s  peak RSS {peak / 2**20:7.0f} MiB", flush=True)
+            label = _label(name, recompute)
+            rows.append((n, f"train, {args.steps} steps, {label}", seconds, peak))
+            print(f"{n:>11,} train ({label}) {seconds:7.1f} s  peak RSS {peak / 2**20:7.0f} MiB", flush=True)
         dataset = sum(f.stat().st_size for f in (root / "data" / "dataset").rglob("*") if f.is_file())
         print(f"{n:>11,} dataset on disk: {dataset / 2**20:,.0f} MiB", flush=True)
         if not args.keep:
@@ -120,13 +131,18 @@ def main() -> None:
     print("\n| pairs | stage | seconds | peak RSS (MiB) |\n|---:|---|---:|---:|")
     for n, stage, seconds, peak in rows:
         print(f"| {n:,} | {stage} | {seconds:.1f} | {peak / 2**20:,.0f} |")
-    for name in args.allocators:
-        trained = [(n, peak) for n, stage, _, peak in rows if stage.endswith(name)]
+    for label in (_label(name, recompute) for name, recompute in runs):
+        trained = [(n, peak) for n, stage, _, peak in rows if stage.endswith(f"steps, {label}")]
         worst = max(peak for _, peak in trained)
         growth = trained[-1][1] / trained[0][1]
         verdict = "met" if worst < 2**31 else "MISSED"
-        print(f"training's peak RSS, {name}: at most {worst / 2**20:,.0f} MiB (target < 2,048 MiB: {verdict}); "
+        print(f"training's peak RSS, {label}: at most {worst / 2**20:,.0f} MiB (target < 2,048 MiB: {verdict}); "
               f"{trained[-1][0]:,} pairs against {trained[0][0]:,}: {growth:.2f}x")
+    by_stage = {(n, stage): (seconds, peak) for n, stage, seconds, peak in rows}
+    for n in args.pairs:
+        for name in args.allocators if set(args.recompute) == {"no", "yes"} else []:
+            (t0, m0), (t1, m1) = (by_stage[(n, f"train, {args.steps} steps, {_label(name, r)}")] for r in ("no", "yes"))
+            print(f"{n:,} pairs, {name}: layers recomputed take {t1 / t0:.2f}x the time and {m1 / m0:.2f}x the memory")
 
 
 if __name__ == "__main__":

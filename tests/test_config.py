@@ -37,6 +37,8 @@ def test_cross_section_check(tmp_path):
     assert "model.emb_dim (128) must equal embed.dim (64)" in msg
     msg = _error(tmp_path, "model:\n  arch: transformer\n  hidden: 250\n  emb_dim: 250\n")
     assert msg.endswith(":1: model: hidden (250) must be divisible by transformer.heads (4)")
+    msg = _error(tmp_path, "model:\n  arch: rnn\ntrain:\n  recompute_layers: true\n")
+    assert "train.recompute_layers applies to model.arch: transformer only" in msg
 
 
 def test_invalid_yaml_and_missing_file(tmp_path):

@@ -100,6 +100,25 @@ def test_step_matches_teacher_forcing():
             torch.testing.assert_close(logits, full[:, t], atol=1e-5, rtol=1e-4)
 
 
+def test_recomputed_transformer_layers_give_the_same_loss_and_gradients():
+    # dropout on: the recomputation must replay the same masks (the RNG state saved and restored around it)
+    src, src_len, tgt = _batch([[5, 6, 7, 8, EOS], [9, 4, EOS]], [[BOS, 4, 9, 5, EOS], [BOS, 7, EOS]])
+    results = []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        model = _model(vocab=20, arch="transformer", dropout=0.3).train()
+        model.recompute_layers = recompute
+        loss = model.loss(src, src_len, tgt, label_smoothing=0.1)[0]
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        results.append((loss.detach(), grads, torch.rand(1)))  # the last: where the global RNG stream went on
+    (loss, grads, after), (loss_r, grads_r, after_r) = results
+    torch.testing.assert_close(loss_r, loss, rtol=0, atol=0)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_r[name], grad, rtol=1e-5, atol=1e-7, msg=name)
+    torch.testing.assert_close(after_r, after, rtol=0, atol=0)
+
+
 def test_padding_targets_are_ignored_and_label_smoothing_mixes_in_the_uniform_loss():
     torch.manual_seed(0)
     model = _model(vocab=20).eval()

@@ -5,7 +5,9 @@ memory-efficient) on GPUs; weights are computed explicitly only when asked for (
 Decoding is incremental: each decoder layer caches the keys and values of the positions decoded so
 far, and the cross-attention keys and values of the source are computed once per sentence, so a
 step costs one position, not the whole prefix.
-Options: sinusoidal or learned positions, pre- or post-layer-norm, tied embeddings.
+Options: sinusoidal or learned positions, pre- or post-layer-norm, tied embeddings; in training,
+``recompute_layers`` keeps only each layer's input and recomputes the rest in backward (activation
+checkpointing through torch.utils.checkpoint): the activations of a layer at a time instead of all of them.
 Masks: source padding in encoder self-attention and cross-attention; causal in decoder
 self-attention (target padding sits after every real token, so causality alone keeps real
 positions from seeing it, and padded positions are ignored by the loss).
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from pipeline.models.base import Seq2SeqBase
 from pipeline.tokens import PAD
@@ -212,11 +215,19 @@ class TransformerSeq2Seq(Seq2SeqBase):
                      else self.sinusoid)[offset: offset + tokens.size(1)]
         return self.dropout(table(tokens) * math.sqrt(self.cfg.hidden) + positions)
 
+    recompute_layers = False  # train.recompute_layers: set by the train stage
+
+    def _layer(self, layer: Layer, *args, **kwargs) -> tuple[Tensor, Tensor | None]:
+        if self.recompute_layers and self.training and torch.is_grad_enabled():
+            # the RNG state is saved and restored around the recomputation: the same dropout masks, the same result
+            return checkpoint(layer, *args, use_reentrant=False, **kwargs)
+        return layer(*args, **kwargs)
+
     def encode(self, src: Tensor, src_len: Tensor) -> dict:
         mask = src != PAD
         x = self._embed(src, self.src_embed, "src")
         for layer in self.encoder:
-            x, _ = layer(x, mask)
+            x, _ = self._layer(layer, x, mask)
         memory = self.enc_norm(x)
         # what each decoder layer's cross-attention reads: computed once per sentence, reused at every step
         kv = [layer.cross_attn.keys_values(memory) for layer in self.decoder]
@@ -228,8 +239,8 @@ class TransformerSeq2Seq(Seq2SeqBase):
         weights = None
         for i, layer in enumerate(self.decoder):
             last = i == len(self.decoder) - 1
-            x, w = layer(x, None, (memory["cross_k"][i], memory["cross_v"][i]), memory["mask"],
-                         need_weights=need_weights and last)
+            x, w = self._layer(layer, x, None, (memory["cross_k"][i], memory["cross_v"][i]), memory["mask"],
+                               need_weights=need_weights and last)
             weights = w if last else weights
         return self.dec_norm(x), weights
 

@@ -191,8 +191,8 @@ def _build_model(params: Params, paths: Paths, meta: dict) -> Seq2SeqBase:
 
 
 def _fingerprint(params: Params, paths: Paths, world: int) -> str:
-    # what changes the run; where it runs (device, threads, the rendezvous address) does not
-    train = params.train.model_dump(exclude={"device", "threads", "rendezvous"})
+    # what changes the run; where and how it runs (device, threads, the rendezvous address, recomputation) does not
+    train = params.train.model_dump(exclude={"device", "threads", "rendezvous", "recompute_layers"})
     settings = {"model": params.model.model_dump(), "train": train,
                 "max_tokens": params.build.max_tokens, "world": world}
     if params.train.embeddings == "pretrained":  # info.json alone does not change with every embed setting
@@ -214,6 +214,8 @@ def setup(params: Params, paths: Paths) -> Session:
     torch.manual_seed(cfg.seed)
     train_set, valid_set = load_split(paths.dataset, "train"), load_split(paths.dataset, "valid")
     model = _build_model(params, paths, meta).to(device)
+    if cfg.recompute_layers:  # a Transformer: the params' validation says so
+        model.recompute_layers = True
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                   weight_decay=cfg.weight_decay)
     group = cfg.accumulate * world
