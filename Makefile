@@ -53,9 +53,10 @@ serve-model: $(STAMP)  ## serve models:/<name>@champion on 127.0.0.1:5001 (POST 
 
 test: $(STAMP)  ## lint, then the test suite
 	$(VENV)/bin/ruff check .
-	# two workers, a test file each at a time (its module fixtures built once): most tests wait on a subprocess or a
-	# server with one core busy; tests/conftest.py gives each worker its share of the torch threads
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15  # the slowest tests, for keeping the suite short
+	# two workers, a test file each at a time (its module fixtures built once), the slowest files first: most tests
+	# wait on a subprocess or a server with one core busy; tests/conftest.py orders the files and gives each worker
+	# its share of the torch threads
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=15  # the slowest tests, for keeping the suite short
 
 lint: $(STAMP)  ## ruff only
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,5 @@
-"""Prefect flow: run the DVC stages of ``dvc.yaml`` in graph order, one Prefect task per stage.
+"""Prefect flow: run the DVC stages of ``dvc.yaml`` in graph order, one Prefect task per stage (the student
+stages, while distillation is off, in one task together).
 
 DVC decides what is stale and records ``dvc.lock``; Prefect adds ordering, retries, logs and
 schedules. So ``make pipeline``, a scheduled run and ``dvc repro`` share the same lock file and
@@ -143,44 +144,62 @@ def _transient(task, task_run, state) -> bool:
 
 
 @task(retries=1, retry_delay_seconds=float(os.environ.get("NMT_RETRY_DELAY", 30)), retry_condition_fn=_transient)
-def run_stage(name: str, root: str, force: bool = False, up_to_date: bool = False, quiet: bool = False
-              ):  # -> a summary dict, or a Failed state
-    """Reproduce one DVC stage if it is stale; report whether it ran. ``up_to_date``: DVC said so before the
-    run, and no stage before this one changed anything since, so there is nothing to ask DVC again.
-    ``quiet``: no console line (a student stage while distillation is off: the flow says that once)."""
+def run_stage(names: list[str], root: str, force: bool = False, up_to_date: bool = False, quiet: bool = False
+              ):  # -> a summary dict per stage, or a Failed state
+    """Reproduce DVC stages if they are stale, in one ``dvc repro``: one stage, or the student stages while
+    distillation is off (they only write markers; each start of DVC costs a second or two); report whether each
+    ran. ``up_to_date``: DVC said so before the run, and no stage before these changed anything since, so there
+    is nothing to ask DVC again. ``quiet``: no console line (the students while off: the flow says that once)."""
     logger = get_run_logger()
     start = time.perf_counter()
     say = (lambda *_: None) if quiet else _say
     if up_to_date and not force:
-        logger.info("stage %s: cached (dvc status: up to date)", name)
-        say(name, "cached", time.perf_counter() - start)
-        return {"stage": name, "status": "cached", "seconds": round(time.perf_counter() - start, 1)}
-    before = lock_entry(Path(root), name)
+        for name in names:
+            logger.info("stage %s: cached (dvc status: up to date)", name)
+            say(name, "cached", time.perf_counter() - start)
+        return [{"stage": name, "status": "cached", "seconds": round(time.perf_counter() - start, 1)}
+                for name in names]
+    before = {name: lock_entry(Path(root), name) for name in names}
+    barred = names[0] in BAR_STAGES  # a long stage runs alone
 
     bar = TrainingBar()
 
     def on_line(line: str) -> None:
-        if name in BAR_STAGES and (progress := _TRAINING.search(line)):
+        if barred and (progress := _TRAINING.search(line)):
             bar.update(float(progress.group(1)), progress.group(2))
             return  # the bar is the record; the epoch lines and logs/<stage>.log keep the rest
         logger.info(line)
-        if name in BAR_STAGES and (epoch := _EPOCH.search(line)):
+        if barred and (epoch := _EPOCH.search(line)):
             bar.say(f"  {epoch.group(1)}")
 
     try:
-        outcome = repro(Path(root), [name], single_item=True, force=force, on_line=on_line)
+        outcome = repro(Path(root), names, single_item=True, force=force, on_line=on_line)
     finally:
         bar.close()
     seconds = round(time.perf_counter() - start, 1)
     if outcome.error:
-        _say(name, "failed", seconds)  # even when quiet
+        _say(outcome.ran[-1] if outcome.ran else names[0], "failed", seconds)  # even when quiet
         return Failed(message=outcome.error, data=StageFailed(outcome.error, outcome.transient))
-    status = "cached"
-    if name in outcome.ran:  # "unchanged": it ran (download looks upstream every time) and made the same outputs
-        status = "unchanged" if before and before == lock_entry(Path(root), name) else "ran"
-    logger.info("stage %s: %s (%.1fs)", name, status, seconds)
-    say(name, status, seconds)
-    return {"stage": name, "status": status, "seconds": seconds}
+    results = []
+    for name in names:
+        status = "cached"
+        if name in outcome.ran:  # "unchanged": it ran (download looks upstream every time), made the same outputs
+            status = "unchanged" if before[name] and before[name] == lock_entry(Path(root), name) else "ran"
+        share = round(seconds / len(names), 1)  # one DVC process ran them all
+        logger.info("stage %s: %s (%.1fs)", name, status, share)
+        say(name, status, share)
+        results.append({"stage": name, "status": status, "seconds": share})
+    return results
+
+
+def batches(order: list[str], switched: set[str], distill: bool) -> list[list[str]]:
+    """The stages in ``order``, each alone, except the switched ones while distillation is off: together, where
+    the first of them stands (they depend on the teacher's stages, before them, and nothing depends on them)."""
+    off = [name for name in order if name in switched and not distill]
+    runs = [[name] for name in order if name not in off]
+    if off:
+        runs.insert(order.index(off[0]), off)
+    return runs
 
 
 @task
@@ -256,14 +275,15 @@ def nmt_pipeline(root: str = ".", force: bool = False):  # -> the summary, or a 
         with one_run_at_a_time(paths.root):
             order, stale, switched = stage_plan(paths.root)
             changed = False  # once a stage has changed its outputs, DVC decides for every later one
-            for name in order:
-                quiet = not distill and name in switched
-                state = run_stage.with_options(name=name)(name, root, force, not changed and name not in stale,
-                                                          quiet, return_state=True)
+            for names in batches(order, switched, distill):
+                quiet = not distill and names[0] in switched
+                state = run_stage.with_options(name=" + ".join(names))(
+                    names, root, force, not changed and not stale & set(names), quiet, return_state=True)
                 if state.is_failed():
-                    raise StageFailed(state.message or f"error: {name}: failed", transient=False)
-                summary["stages"].append(state.result())
-                changed |= summary["stages"][-1]["status"] == "ran"
+                    raise StageFailed(state.message or f"error: {names[0]}: failed", transient=False)
+                results = state.result()
+                summary["stages"] += results
+                changed |= any(r["status"] == "ran" for r in results)
             if not distill:
                 seconds = sum(s["seconds"] for s in summary["stages"] if s["stage"] in switched)
                 PROGRESS.info("%-9s %-22s %6.1f s", "distill", "off (distill.enabled)", seconds)

@@ -7,6 +7,7 @@ import functools
 import http.server
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -40,9 +41,19 @@ TINY = {
 }
 
 
+# The test files by their seconds under `make test` (--durations=0, 2026-12-07), slowest first. With `--dist loadgroup
+# --no-loadscope-reorder` (the Makefile) xdist hands them to its workers in this order, a file at a time, so the long
+# ones start at once and the short ones fill in at the end; by default it would order them by their number of tests
+# and start the long few-test files last. The files that copy the built project share a worker: it is built once.
+SLOWEST_FIRST = ("test_e2e.py", "test_faults.py", "test_scale.py", "test_train_eval.py", "test_compare.py",
+                 "test_schedule.py", "test_model.py", "test_bench.py")
+SAME_WORKER = {"test_faults.py": "built_tiny", "test_scale.py": "built_tiny"}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (`make test` runs two workers), each worker and every process its tests start gets its
-    share of the cores as torch threads: two workers with two OpenMP threads each would fight for two cores."""
+    share of the cores as torch threads: two workers with two OpenMP threads each would fight for two cores.
+    xdist's controller starts the run's one Prefect server, before the workers, which inherit its URL."""
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
         threads = max(1, (os.cpu_count() or 1) // int(workers))
@@ -50,6 +61,26 @@ def pytest_configure(config: pytest.Config) -> None:
         import torch
 
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        home = Path(tempfile.mkdtemp(prefix="prefect-home-"))
+        config.stash[PREFECT] = (*start_prefect_server(home), home)
+        os.environ[SHARED_PREFECT] = config.stash[PREFECT][1]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if PREFECT in config.stash:
+        server, _, home = config.stash[PREFECT]
+        server.terminate()
+        server.wait(30)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: n for n, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file keeps its own order
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(SAME_WORKER.get(item.path.name, item.path.name)))
 
 
 def write_params(root: Path, overrides: dict | None = None) -> Path:
@@ -107,15 +138,12 @@ def http_server():
         s.server_close()
 
 
-@pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory):
-    """One real Prefect server on 127.0.0.1 for every test that runs a flow, in process or in a subprocess
-    (`make pipeline`, `flows.compare`): without it each flow starts a temporary server of its own (4-8 s
-    apiece). Its URL goes into PREFECT_API_URL for the rest of the session."""
+def start_prefect_server(home: Path) -> tuple[subprocess.Popen, str]:
+    """``prefect server start`` on a free port of 127.0.0.1, its database in ``home``; (process, API URL) once it
+    answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    home = tmp_path_factory.mktemp("prefect-home")
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     log = home / "server.log"
@@ -128,14 +156,29 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
         assert server.poll() is None and time.time() < deadline, log.read_text()[-3000:]
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2):
-                break
+                return server, url
         except OSError:
             time.sleep(0.3)
+
+
+PREFECT = pytest.StashKey[tuple[subprocess.Popen, str, Path]]()
+SHARED_PREFECT = "NMT_TEST_PREFECT_API"  # the URL of the controller's server, for its workers
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+    """One real Prefect server on 127.0.0.1 for every test that runs a flow, in process or in a subprocess
+    (`make pipeline`, `flows.compare`): without it each flow starts a temporary server of its own (4-8 s
+    apiece). Under xdist it is the controller's, shared by the workers; else one started here. Its URL goes into
+    PREFECT_API_URL for the rest of the session."""
+    shared = os.environ.get(SHARED_PREFECT)
+    server, url = (None, shared) if shared else start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
     os.environ["PREFECT_API_URL"] = url
     yield url
     os.environ.pop("PREFECT_API_URL", None)
-    server.terminate()
-    server.wait(30)
+    if server is not None:
+        server.terminate()
+        server.wait(30)
 
 
 @contextlib.contextmanager

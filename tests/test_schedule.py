@@ -57,7 +57,7 @@ def servers(tmp_path):
     logs = {name: tmp_path / f"{name}.log" for name in ("mlflow", "prefect")}
     procs = {
         "mlflow": subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
+            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1",
              "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow-server.db'}",
              "--artifacts-destination", str(tmp_path / "mlflow-artifacts")],
             env=env, stdout=open(logs["mlflow"], "w"), stderr=subprocess.STDOUT),  # noqa: SIM115

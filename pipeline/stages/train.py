@@ -23,6 +23,12 @@ Reading order: ``run`` at the bottom, then ``setup``, ``resume``, ``train_epoch`
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the allocator is chosen before torch is imported, so that re-executing under it costs
+    # an interpreter's start (~0.05 s), not a second import of torch (~1.5 s): see pipeline/allocator.py
+    from pipeline.allocator import reexec_with_tcmalloc
+
+    reexec_with_tcmalloc()
+
 import contextlib
 import json
 import logging
@@ -517,7 +523,6 @@ def run(params: Params, paths: Paths) -> dict:
 
 
 def main() -> None:
-    allocator.reexec_with_tcmalloc()  # once, before the first tensor: see pipeline/allocator.py
     stage_main("train", run)
 
 
