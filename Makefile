@@ -56,7 +56,7 @@ test: $(STAMP)  ## lint, then the test suite
 	# two workers, a test file each at a time (its module fixtures built once), the slowest files first: most tests
 	# wait on a subprocess or a server with one core busy; tests/conftest.py orders the files and gives each worker
 	# its share of the torch threads
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=15  # the slowest tests, for keeping the suite short
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15  # the slowest tests, for keeping the suite short
 
 lint: $(STAMP)  ## ruff only
 	$(VENV)/bin/ruff check .

@@ -41,13 +41,14 @@ TINY = {
 }
 
 
-# The test files by their seconds under `make test` (--durations=0, 2026-12-07), slowest first. With `--dist loadgroup
-# --no-loadscope-reorder` (the Makefile) xdist hands them to its workers in this order, a file at a time, so the long
-# ones start at once and the short ones fill in at the end; by default it would order them by their number of tests
-# and start the long few-test files last. The files that copy the built project share a worker: it is built once.
+# The test files by their seconds under `make test` (--durations=0, 2026-12-07), slowest first. With `--dist loadfile
+# --no-loadscope-reorder` (the Makefile) xdist hands them to its two workers in this order, a file at a time, the
+# next one to a worker with at most two tests left: the long ones start at once and the short ones fill in at the
+# end (by default it orders files by their number of tests and starts the long few-test files last). test_scale
+# follows test_faults: the worker that ends test_faults (long before test_e2e ends) takes it and reuses the built
+# project the two copy.
 SLOWEST_FIRST = ("test_e2e.py", "test_faults.py", "test_scale.py", "test_train_eval.py", "test_compare.py",
                  "test_schedule.py", "test_model.py", "test_bench.py")
-SAME_WORKER = {"test_faults.py": "built_tiny", "test_scale.py": "built_tiny"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -75,12 +76,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(home, ignore_errors=True)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: n for n, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file keeps its own order
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(SAME_WORKER.get(item.path.name, item.path.name)))
 
 
 def write_params(root: Path, overrides: dict | None = None) -> Path:
