@@ -160,7 +160,7 @@ def run_stage(names: list[str], root: str, force: bool = False, up_to_date: bool
         return [{"stage": name, "status": "cached", "seconds": round(time.perf_counter() - start, 1)}
                 for name in names]
     before = {name: lock_entry(Path(root), name) for name in names}
-    barred = names[0] in BAR_STAGES  # a long stage runs alone
+    barred = len(names) == 1 and names[0] in BAR_STAGES  # a long stage, with training's progress lines
 
     bar = TrainingBar()
 
