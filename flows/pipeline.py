@@ -195,7 +195,7 @@ def run_stage(names: list[str], root: str, force: bool = False, up_to_date: bool
 def batches(order: list[str], switched: set[str], distill: bool) -> list[list[str]]:
     """The stages in ``order``, each alone, except the switched ones while distillation is off: together, where
     the first of them stands (they depend on the teacher's stages, before them, and nothing depends on them)."""
-    off = [name for name in order if name in switched and not distill]
+    off = [] if distill else [name for name in order if name in switched]
     runs = [[name] for name in order if name not in off]
     if off:
         runs.insert(order.index(off[0]), off)

@@ -50,6 +50,9 @@ TINY = {
 SLOWEST_FIRST = ("test_e2e.py", "test_faults.py", "test_scale.py", "test_train_eval.py", "test_compare.py",
                  "test_schedule.py", "test_model.py", "test_bench.py")
 
+PREFECT = pytest.StashKey[tuple[subprocess.Popen, str, Path]]()
+SHARED_PREFECT = "NMT_TEST_PREFECT_API"  # the URL of the controller's server, for its workers
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (`make test` runs two workers), each worker and every process its tests start gets its
@@ -157,10 +160,6 @@ def start_prefect_server(home: Path) -> tuple[subprocess.Popen, str]:
                 return server, url
         except OSError:
             time.sleep(0.3)
-
-
-PREFECT = pytest.StashKey[tuple[subprocess.Popen, str, Path]]()
-SHARED_PREFECT = "NMT_TEST_PREFECT_API"  # the URL of the controller's server, for its workers
 
 
 @pytest.fixture(scope="session")
