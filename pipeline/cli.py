@@ -18,15 +18,18 @@ Apart from ``common`` because it needs the config, and the config needs ``common
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import errno
 import logging
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pipeline.common import PipelineError, TransientError, setup_logging
 from pipeline.config import ROLES, Paths, load_params
@@ -83,3 +86,30 @@ def stage_main(name: str, run: Callable[..., Any], argv: list[str] | None = None
         print(f"error: {label}: {line}", file=sys.stderr)
         sys.exit(status)
     log.info("%s finished in %.1fs", label, time.perf_counter() - start)
+
+
+def run_command(main: Callable[[], Any]) -> NoReturn:
+    """Run a command's ``main()`` as the whole process (``if __name__ == "__main__": run_command(main)``) and end
+    it without the interpreter's teardown.
+
+    With torch and MLflow loaded, that teardown frees half a million objects one by one: 1.1-1.2 s for evaluate
+    and for the flow's own process (measured 2026-12-07), and one pipeline run starts several such processes. The
+    exit handlers still run first (MLflow ends its run, Prefect stops its temporary server, logging flushes) and
+    every output was written atomically before, so nothing is lost.
+
+    The two calls before ``os._exit`` are the first two steps of CPython's own shutdown (``Py_FinalizeEx``), in
+    its order: join the non-daemon threads and run the thread-level exit hooks (executors join their workers),
+    then the ``atexit`` handlers. Both are private, and unchanged from 3.9 to 3.13."""
+    try:
+        main()
+        status = 0
+    except SystemExit as exc:  # sys.exit(1), sys.exit("message"), argparse's 2
+        status = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        if not isinstance(exc.code, int | None):
+            print(exc.code, file=sys.stderr)
+    threading._shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say anyway
+            stream.flush()
+    os._exit(status)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.cli import run_command
 from pipeline.common import PipelineError, setup_logging
 from pipeline.device import choose_device
 
@@ -105,4 +106,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from pipeline.cli import stage_main
+from pipeline.cli import run_command, stage_main
 from pipeline.common import PipelineError, stage_outputs, write_json
 from pipeline.config import SPLITS, Params, Paths
 from pipeline.dataset import END, FIRST, Shards, ShardWriter, batch_padding, padding_ratio, table_file, token_dtype
@@ -115,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pipeline import corpora
-from pipeline.cli import stage_main
+from pipeline.cli import run_command, stage_main
 from pipeline.common import PipelineError, stage_outputs, write_json
 from pipeline.config import Data, FileSource, Params, Paths, SplitSource, TableSource
 from pipeline.corpora import registry, sample_ko_en
@@ -199,4 +199,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

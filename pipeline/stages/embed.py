@@ -25,7 +25,7 @@ import numpy as np
 from scipy import sparse
 from tokenizers import Tokenizer
 
-from pipeline.cli import stage_main
+from pipeline.cli import run_command, stage_main
 from pipeline.common import PipelineError, stage_outputs, write_json
 from pipeline.config import Embed, Params, Paths
 from pipeline.tokens import PAD, SPECIALS, load_tokenizers
@@ -168,4 +168,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

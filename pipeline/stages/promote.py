@@ -24,7 +24,7 @@ import json
 import logging
 from typing import Any
 
-from pipeline.cli import stage_main
+from pipeline.cli import run_command, stage_main
 from pipeline.common import PipelineError, read_lines, write_json
 from pipeline.config import Params, Paths
 from pipeline.scoring import paired_test
@@ -136,4 +136,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

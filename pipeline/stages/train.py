@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from pipeline import allocator, checkpoint
-from pipeline.cli import stage_main
+from pipeline.cli import run_command, stage_main
 from pipeline.common import PipelineError, atomic_file, read_lines, stage_outputs
 from pipeline.config import Params, Paths, Train
 from pipeline.dataset import END, FIRST, TGT_TOKENS, Shards, batch_padding, load_split
@@ -527,4 +527,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)
