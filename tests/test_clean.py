@@ -35,7 +35,7 @@ def _raw(tmp_path, pairs, **clean_params):
     return params, paths
 
 
-def test_report_splits_and_no_leakage(tmp_path):
+def test_report_splits_and_no_leakage(tmp_path, monkeypatch):
     good = [(f"문장 {i}", f"sentence {i}") for i in range(3000)]
     bad = [("", "empty source"), ("copy", "copy"), ("긴 " * 100, "long"), ("하나 둘 셋 넷 다섯 여섯 일곱", "one")]
     pairs = good + bad + good[:40]  # 40 exact duplicates
@@ -54,9 +54,10 @@ def test_report_splits_and_no_leakage(tmp_path):
         tgt = (paths.clean / f"{s}.en").read_text(encoding="utf-8").splitlines()
         assert [a.split()[1] for a in src] == [b.split()[1] for b in tgt]
     assert json.loads((paths.metrics / "clean.json").read_text()) == report
-    first = {s: (paths.clean / f"{s}.en").read_bytes() for s in ("train", "valid", "test")}
-    clean.run(params, paths)  # deterministic
-    assert first == {s: (paths.clean / f"{s}.en").read_bytes() for s in ("train", "valid", "test")}
+    first = {f.relative_to(paths.clean): f.read_bytes() for f in paths.clean.rglob("*") if f.is_file()}
+    monkeypatch.setattr(clean, "CHUNK", 1000)  # four chunks: two processes now, one before
+    assert clean.run(params, paths) == report
+    assert first == {f.relative_to(paths.clean): f.read_bytes() for f in paths.clean.rglob("*") if f.is_file()}
 
 
 def test_table_rows_dropped_by_download_are_counted(tmp_path):

@@ -172,9 +172,13 @@ def run(params: Params, paths: Paths) -> dict:
                 kept[split] = len(sources)
                 held_out = dict.fromkeys(sources, split) | held_out
         files = {lang: stack.enter_context(open(out / f"train.{lang}", "w", encoding="utf-8")) for lang in (src, tgt)}
-        workers = min(2, os.cpu_count() or 1)
-        pool = stack.enter_context(mp.get_context("spawn").Pool(workers)) if workers > 1 else None
         chunks = _chunks(_read_pairs(paths.raw, "train", src, tgt), cfg, (src, tgt))
+        first = list(itertools.islice(chunks, 2))
+        chunks = itertools.chain(first, chunks)
+        # two processes only for a corpus of two chunks or more: starting them (spawn, each importing the
+        # stage) costs a second of CPU, more than one chunk takes on its own
+        workers = min(2, os.cpu_count() or 1) if len(first) > 1 else 1
+        pool = stack.enter_context(mp.get_context("spawn").Pool(workers)) if workers > 1 else None
         check = _chunk_with_originals if missing else _chunk_without_originals
         results = pool.imap(check, chunks) if pool else map(check, chunks)
         for s, t, original in _unique(itertools.chain.from_iterable(results), seen, removed, held_out):
