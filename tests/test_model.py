@@ -54,7 +54,7 @@ def test_every_variant_overfits_a_tiny_batch_and_decodes_it(kw):
     src, src_len, tgt = _batch(srcs, tgts)
     model = _model(**kw)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-2 if kw.get("arch") != "transformer" else 5e-3)
-    for _ in range(120):
+    for _ in range(60):  # the slowest variant is at loss 0.012 by then (0.004 at 120 steps), all decode exactly
         loss, _, n = model.loss(src, src_len, tgt)
         opt.zero_grad()
         (loss / n).backward()
