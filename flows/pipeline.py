@@ -26,6 +26,7 @@ cache: whatever one of them built, the others reuse.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime
 import fcntl
@@ -41,6 +42,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 from prefect import flow, get_run_logger, task
@@ -52,6 +54,7 @@ from flows.dvc import lock_entry, repro, stage_env
 PROGRESS = logging.getLogger("flows.progress")
 SAID = {"unchanged": "ran, outputs unchanged"}  # the other statuses say themselves
 SWITCH = "python -m pipeline.switch "  # how dvc.yaml starts the stages that distill.enabled switches on
+SCHEDULED = "nmt-pipeline-scheduled"  # the deployment `make serve` registers
 BAR_STAGES = {"train", "student_train", "distill"}  # long stages whose progress lines become a bar
 _EPOCH = re.compile(r"(epoch \d+: train loss .*?)\s*$")
 _TRAINING = re.compile(r"progress +([\d.]+)% \| (.*?)\s*$")  # train's progress lines
@@ -337,6 +340,7 @@ def _start_local_server(root: Path, port: int) -> tuple[subprocess.Popen, str]:
 def serve(root: Path, cron: str, interval: float | None, port: int) -> None:
     """Run the flow on a schedule until Ctrl-C. Schedules need a Prefect server: the one in
     PREFECT_API_URL, or else a local one started here (and stopped on the way out)."""
+    from prefect.runner import Runner
     from prefect.schedules import Cron, Interval
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -352,9 +356,14 @@ def serve(root: Path, cron: str, interval: float | None, port: int) -> None:
         with temporary_settings({PREFECT_API_URL: url}):
             print(f"serving nmt-pipeline {when} from {url} (UI: {url.removesuffix('/api')}); Ctrl-C stops",
                   file=sys.stderr)
-            # one run at a time: a retraining that outlasts the interval delays the next run, never overlaps it
-            nmt_pipeline.serve(name="nmt-pipeline-scheduled", parameters={"root": str(root)}, schedules=[schedule],
-                               global_limit=1)
+            # what Flow.serve does, with the first run scheduled in between. One run at a time: a retraining
+            # that outlasts the interval delays the next run, never overlaps it
+            runner = Runner(name=SCHEDULED)
+            deployment = runner.add_flow(nmt_pipeline, name=SCHEDULED, schedules=[schedule], concurrency_limit=1,
+                                         parameters={"root": str(root)})
+            if interval:
+                schedule_from(deployment, soon)
+            asyncio.run(runner.start())
     except KeyboardInterrupt:
         pass
     finally:
@@ -363,6 +372,18 @@ def serve(root: Path, cron: str, interval: float | None, port: int) -> None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 server.wait(30)
     print("stopped", file=sys.stderr)
+
+
+def schedule_from(deployment: Any, start: datetime.datetime) -> None:
+    """Have the server schedule the deployment's first run from ``start`` on, as its scheduler would on its next
+    pass. That pass may come a minute later (a server's default), after the first run's time, which is then a
+    whole interval later; the runs created here are the scheduler's own (auto-scheduled, each created once)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        response = client.request("POST", "/deployments/{id}/schedule", path_params={"id": str(deployment)},
+                                  json={"start_time": start.isoformat(), "max_runs": 1})
+        response.raise_for_status()
 
 
 def student_lines(summary: dict) -> list[str]:

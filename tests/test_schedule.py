@@ -1,6 +1,6 @@
-"""Scheduled retraining against real servers: a Prefect server and an MLflow server (with its own
-artifact store), both started here on 127.0.0.1, the flow served on an interval as `make serve` does,
-a flow run created by the scheduler (not by hand) that completes and promotes, and a clean Ctrl-C."""
+"""Scheduled retraining against real servers: the test run's Prefect server and an MLflow server (with its own
+artifact store) started here, both on 127.0.0.1, the flow served on an interval as `make serve` does, a flow run
+created by the schedule (not by hand) that completes and promotes, and a clean Ctrl-C."""
 
 import json
 import os
@@ -15,6 +15,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from flows.pipeline import SCHEDULED
 from tests.conftest import served_model, write_params
 from tests.project import copy_checkout
 
@@ -42,39 +43,31 @@ def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, seconds: int = 1
 
 
 def _flow_runs(api: str) -> list[dict]:
-    request = urllib.request.Request(f"{api}/flow_runs/filter", json.dumps({}).encode(),
+    """The runs of the served deployment (the server is the test run's: other tests' runs are there too)."""
+    wanted = {"deployments": {"name": {"any_": [SCHEDULED]}}}
+    request = urllib.request.Request(f"{api}/flow_runs/filter", json.dumps(wanted).encode(),
                                      {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as resp:
         return json.load(resp)
 
 
 @pytest.fixture
-def servers(tmp_path):
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"}
-    env.pop("PREFECT_API_URL", None)
-    mlflow_port, prefect_port = _free_port(), _free_port()
-    logs = {name: tmp_path / f"{name}.log" for name in ("mlflow", "prefect")}
-    procs = {
-        "mlflow": subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow-server.db'}",
-             "--artifacts-destination", str(tmp_path / "mlflow-artifacts")],
-            env=env, stdout=open(logs["mlflow"], "w"), stderr=subprocess.STDOUT),  # noqa: SIM115
-        "prefect": subprocess.Popen(
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
-            env=env, stdout=open(logs["prefect"], "w"), stderr=subprocess.STDOUT),  # noqa: SIM115
-    }
-    mlflow_url, prefect_api = f"http://127.0.0.1:{mlflow_port}", f"http://127.0.0.1:{prefect_port}/api"
+def servers(tmp_path, prefect_api):
+    """An MLflow server of its own; the Prefect server is the test run's (its scheduler looks every 60 s, the
+    default: the first run must not wait for it, see flows.pipeline.schedule_from)."""
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    port, log = _free_port(), tmp_path / "mlflow.log"
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow-server.db'}",
+         "--artifacts-destination", str(tmp_path / "mlflow-artifacts")],
+        env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
     try:
-        _wait_until_up(f"{mlflow_url}/health", procs["mlflow"], logs["mlflow"])
-        _wait_until_up(f"{prefect_api}/health", procs["prefect"], logs["prefect"])
-        yield {**env, "MLFLOW_TRACKING_URI": mlflow_url, "PREFECT_API_URL": prefect_api,
-               "PREFECT_RUNNER_POLL_FREQUENCY": "2"}, tmp_path / "mlflow-artifacts"
+        _wait_until_up(f"http://127.0.0.1:{port}/health", server, log)
+        yield {**env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}, tmp_path / "mlflow-artifacts"
     finally:
-        for proc in procs.values():
-            proc.terminate()
-            proc.wait(30)
+        server.terminate()
+        server.wait(30)
 
 
 def test_a_scheduled_run_retrains_and_promotes_against_real_servers(tmp_path, servers):
@@ -102,7 +95,7 @@ def test_a_scheduled_run_retrains_and_promotes_against_real_servers(tmp_path, se
             time.sleep(2)
         finished = [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
         assert finished and finished[0]["state_type"] == "COMPLETED", log.read_text()[-4000:]
-        assert finished[0]["auto_scheduled"] is True  # created by the server's scheduler, not by hand
+        assert finished[0]["auto_scheduled"] is True  # created from the schedule, not by hand
     finally:
         serve.send_signal(signal.SIGINT)  # Ctrl-C
         serve.wait(60)
