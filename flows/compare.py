@@ -23,6 +23,9 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,21 +119,39 @@ def queue(root: str, sweep: str, experiments: dict[str, dict[str, Any]]) -> list
     return names
 
 
+def _follow(proc: subprocess.Popen, source: Any) -> Iterator[str]:
+    """The lines ``proc`` writes to the file ``source`` reads, until it exits."""
+    pending = b""
+    while True:
+        ended = proc.poll() is not None
+        pending += source.read()
+        *lines, pending = pending.split(b"\n")
+        yield from (line.decode("utf-8", "replace").rstrip() for line in lines)
+        if ended:
+            if pending:
+                yield pending.decode("utf-8", "replace").rstrip()
+            return
+        time.sleep(0.5)
+
+
 def run_queue(root: str, jobs: int, sweep: str, parent_run_id: str) -> None:
     """Every queued experiment, ``jobs`` at a time; the workers inherit the sweep's tags through the environment."""
     logger = get_run_logger()
     env = stage_env() | {"NMT_SWEEP": sweep, "NMT_PARENT_RUN_ID": parent_run_id}
     status = _dvc(Path(root), "queue", "status", env=env).stdout
-    active = re.search(r"Worker status: (\d+) active", status)
+    active = re.search(r"Worker status: (\d+) active", status)  # an idle one (a grid's just ended) takes ours
     if active and int(active.group(1)):
         raise GridError("error: compare: a DVC queue worker is already running (dvc queue status); "
                         "stop it with `dvc queue stop` and run again")
-    with subprocess.Popen([sys.executable, "-m", "dvc", "exp", "run", "--run-all", "-j", str(jobs)], cwd=root,
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          errors="replace") as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            logger.info(line.rstrip())
+    # DVC's output goes through a file, not a pipe: the queue worker it starts inherits its stdout and would
+    # hold a pipe open through its 10 s of idling after the last experiment
+    with tempfile.TemporaryDirectory() as scratch:
+        log = Path(scratch) / "queue.log"
+        with open(log, "wb") as sink, open(log, "rb") as source:
+            proc = subprocess.Popen([sys.executable, "-m", "dvc", "exp", "run", "--run-all", "-j", str(jobs)],
+                                    cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT)
+            for line in _follow(proc, source):
+                logger.info(line)
 
 
 def write_report(root: Path, grid: str, sweep: str, experiments: dict[str, dict[str, Any]]) -> list[dict]:
