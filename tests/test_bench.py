@@ -9,6 +9,7 @@ from tests.conftest import ROOT, SHARED
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "corpora").exists(), reason="../shared/corpora not present")
 def test_gpu_check_smoke_runs_both_trainings_and_writes_one_file(tmp_path):
     """``bench/gpu.sh --smoke``: the GPU check's whole path (recipe, corpora, stages, scoring, report) on the CPU."""
     out = tmp_path / "gpu"
