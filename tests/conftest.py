@@ -212,7 +212,7 @@ def served_model(root: Path, uri: str, tracking_uri: str | None = None):
                     break
             except OSError:
                 assert server.poll() is None and time.time() < deadline, log.read_text()[-3000:]
-                time.sleep(1)
+                time.sleep(0.25)
         yield post
     finally:
         server.terminate()

@@ -105,7 +105,7 @@ def test_two_workers_of_a_work_pool_each_run_one_of_two_queued_projects(built, t
             if len(runs) == 2 and all(r["state_type"] in ("COMPLETED", "FAILED", "CRASHED") for r in runs):
                 break
             assert all(w.poll() is None for w in workers), {w: log.read_text()[-2000:] for w, log in logs.items()}
-            time.sleep(2)
+            time.sleep(0.5)
         assert [r["state_type"] for r in runs] == ["COMPLETED", "COMPLETED"], [log.read_text()[-3000:]
                                                                                for log in logs.values()]
     finally:

@@ -92,7 +92,7 @@ def test_a_scheduled_run_retrains_and_promotes_against_real_servers(tmp_path, se
             runs = _flow_runs(env["PREFECT_API_URL"])
             if any(r["state_type"] in ("COMPLETED", "FAILED", "CRASHED") for r in runs):
                 break
-            time.sleep(2)
+            time.sleep(0.5)
         finished = [r for r in runs if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")]
         assert finished and finished[0]["state_type"] == "COMPLETED", log.read_text()[-4000:]
         assert finished[0]["auto_scheduled"] is True  # created from the schedule, not by hand
