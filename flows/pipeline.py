@@ -529,4 +529,7 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     from pipeline.cli import run_command
 
+    # as `make pipeline` sets it: the temporary server's telemetry only fails here (no network), and its sqlite
+    # writes raced the flow's ("database is locked" tracebacks when called as python -m flows.pipeline)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     run_command(main)
