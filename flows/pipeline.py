@@ -348,9 +348,9 @@ def serve(root: Path, cron: str, interval: float | None, port: int) -> None:
     try:
         if not url:
             server, url = _start_local_server(root, port)
-        if interval:  # the first run right away, then every `interval` seconds
-            soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=5)
-            schedule, when = Interval(interval, anchor_date=soon), f"now and every {interval:g} s"
+        if interval:  # the first run right away (schedule_from below), then every `interval` seconds
+            start = datetime.datetime.now(datetime.timezone.utc)
+            schedule, when = Interval(interval, anchor_date=start), f"now and every {interval:g} s"
         else:
             schedule, when = Cron(cron), f"on cron '{cron}'"
         with temporary_settings({PREFECT_API_URL: url}):
@@ -362,7 +362,7 @@ def serve(root: Path, cron: str, interval: float | None, port: int) -> None:
             deployment = runner.add_flow(nmt_pipeline, name=SCHEDULED, schedules=[schedule], concurrency_limit=1,
                                          parameters={"root": str(root)})
             if interval:
-                schedule_from(deployment, soon)
+                schedule_from(deployment, start)
             asyncio.run(runner.start())
     except KeyboardInterrupt:
         pass

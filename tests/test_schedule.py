@@ -55,7 +55,7 @@ def _flow_runs(api: str) -> list[dict]:
 def servers(tmp_path, prefect_api):
     """An MLflow server of its own; the Prefect server is the test run's (its scheduler looks every 60 s, the
     default: the first run must not wait for it, see flows.pipeline.schedule_from)."""
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     port, log = _free_port(), tmp_path / "mlflow.log"
     server = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
