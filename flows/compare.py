@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import re
 import subprocess
 import sys
@@ -315,5 +314,4 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     from pipeline.cli import run_command
 
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     run_command(main)

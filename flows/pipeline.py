@@ -42,7 +42,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from uuid import UUID
 
 import networkx as nx
 from prefect import flow, get_run_logger, task
@@ -374,7 +374,7 @@ def serve(root: Path, cron: str, interval: float | None, port: int) -> None:
     print("stopped", file=sys.stderr)
 
 
-def schedule_from(deployment: Any, start: datetime.datetime) -> None:
+def schedule_from(deployment: UUID, start: datetime.datetime) -> None:
     """Have the server schedule the deployment's first run from ``start`` on, as its scheduler would on its next
     pass. That pass may come a minute later (a server's default), after the first run's time, which is then a
     whole interval later; the runs created here are the scheduler's own (auto-scheduled, each created once)."""
@@ -529,7 +529,4 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     from pipeline.cli import run_command
 
-    # as `make pipeline` sets it: the temporary server's telemetry only fails here (no network), and its sqlite
-    # writes raced the flow's ("database is locked" tracebacks when called as python -m flows.pipeline)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     run_command(main)
