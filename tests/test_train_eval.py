@@ -311,8 +311,12 @@ def test_torch_compile_trains_to_the_end_and_the_model_loads(tiny_project, tmp_p
                    "transformer": {"ff_dim": 64, "enc_layers": 1, "dec_layers": 1}}
     params, paths = _copy_project(base, tmp_path / "compiled", {
         "model": transformer, "train": {"compile": True, "epochs": 1, "embeddings": "random"}})
+    torch._dynamo.utils.counters.clear()
     metrics = train.run(params, paths)
     assert metrics["epochs"] == 1 and math.isfinite(metrics["valid_loss"])
+    # one graph for training's batches of every length (no recompile when the first batch's source and target are
+    # equally long: train.compiled), one for validation's, without gradients
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
     assert Translator.from_file(paths.model / "model.pt").translate(["나는 책을 읽었다"])[0]
 
 
