@@ -52,12 +52,14 @@ SLOWEST_FIRST = ("test_e2e.py", "test_faults.py", "test_scale.py", "test_train_e
 
 PREFECT = pytest.StashKey[tuple[subprocess.Popen, str, Path]]()
 SHARED_PREFECT = "NMT_TEST_PREFECT_API"  # the URL of the controller's server, for its workers
+SHARED_PREFECT_LOG = "NMT_TEST_PREFECT_LOG"  # and its log, for the message if it never answers
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (`make test` runs two workers), each worker and every process its tests start gets its
     share of the cores as torch threads: two workers with two OpenMP threads each would fight for two cores.
-    xdist's controller starts the run's one Prefect server, before the workers, which inherit its URL."""
+    xdist's controller launches the run's one Prefect server before the workers, which inherit its URL; it is not
+    waited for here (9 s to answer: the workers start meanwhile), but by the first test that needs it."""
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
         threads = max(1, (os.cpu_count() or 1) // int(workers))
@@ -67,8 +69,9 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
         home = Path(tempfile.mkdtemp(prefix="prefect-home-"))
-        config.stash[PREFECT] = (*start_prefect_server(home), home)
+        config.stash[PREFECT] = (*launch_prefect_server(home), home)
         os.environ[SHARED_PREFECT] = config.stash[PREFECT][1]
+        os.environ[SHARED_PREFECT_LOG] = str(home / "server.log")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -139,25 +142,29 @@ def http_server():
         s.server_close()
 
 
-def start_prefect_server(home: Path) -> tuple[subprocess.Popen, str]:
-    """``prefect server start`` on a free port of 127.0.0.1, its database in ``home``; (process, API URL) once it
-    answers."""
+def launch_prefect_server(home: Path) -> tuple[subprocess.Popen, str]:
+    """``prefect server start`` on a free port of 127.0.0.1, its database and log in ``home``: (process, API URL),
+    at once; `wait_until_answering` waits for it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
-    log = home / "server.log"
     server = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, stdout=open(log, "w"),  # noqa: SIM115
+                               "--port", str(port)], env=env, stdout=open(home / "server.log", "w"),  # noqa: SIM115
                               stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.time() + 120
+    return server, f"http://127.0.0.1:{port}/api"
+
+
+def wait_until_answering(url: str, log: Path, server: subprocess.Popen | None = None, seconds: int = 120) -> None:
+    """Until ``url`` answers; the server's log tail if it does not in ``seconds`` or ``server`` exits first."""
+    deadline = time.time() + seconds
     while True:
-        assert server.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        alive = server is None or server.poll() is None
+        assert alive and time.time() < deadline, f"nothing answered at {url}: {log.read_text()[-3000:]}"
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                return server, url
+            with urllib.request.urlopen(url, timeout=2):
+                return
         except OSError:
             time.sleep(0.3)
 
@@ -169,7 +176,13 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
     apiece). Under xdist it is the controller's, shared by the workers; else one started here. Its URL goes into
     PREFECT_API_URL for the rest of the session."""
     shared = os.environ.get(SHARED_PREFECT)
-    server, url = (None, shared) if shared else start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
+    if shared:
+        server, url = None, shared
+        wait_until_answering(f"{url}/health", Path(os.environ[SHARED_PREFECT_LOG]))
+    else:
+        home = tmp_path_factory.mktemp("prefect-home")
+        server, url = launch_prefect_server(home)
+        wait_until_answering(f"{url}/health", home / "server.log", server)
     os.environ["PREFECT_API_URL"] = url
     yield url
     os.environ.pop("PREFECT_API_URL", None)
@@ -205,14 +218,7 @@ def served_model(root: Path, uri: str, tracking_uri: str | None = None):
             return error.code, json.loads(error.read())
 
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
-                    break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, log.read_text()[-3000:]
-                time.sleep(0.25)
+        wait_until_answering(f"http://127.0.0.1:{port}/ping", log, server)
         yield post
     finally:
         server.terminate()

@@ -16,7 +16,7 @@ import mlflow
 import pytest
 
 from flows.pipeline import SCHEDULED
-from tests.conftest import served_model, write_params
+from tests.conftest import served_model, wait_until_answering, write_params
 from tests.project import copy_checkout
 
 pytestmark = pytest.mark.slow
@@ -28,18 +28,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, seconds: int = 120) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer: {log.read_text()[-3000:]}")
 
 
 def _flow_runs(api: str) -> list[dict]:
@@ -63,7 +51,7 @@ def servers(tmp_path, prefect_api):
          "--artifacts-destination", str(tmp_path / "mlflow-artifacts")],
         env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
     try:
-        _wait_until_up(f"http://127.0.0.1:{port}/health", server, log)
+        wait_until_answering(f"http://127.0.0.1:{port}/health", log, server)
         yield {**env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}, tmp_path / "mlflow-artifacts"
     finally:
         server.terminate()
