@@ -119,16 +119,22 @@ def test_two_workers_of_a_work_pool_each_run_one_of_two_queued_projects(built, t
             time.sleep(0.5)
         assert [r["state_type"] for r in runs] == ["COMPLETED", "COMPLETED"], [log.read_text()[-3000:]
                                                                                for log in logs.values()]
-        # a run is COMPLETED before its process has exited; a worker stopped in between once hung on its way out
-        # (Prefect 3.8: its cancellation observer outlived the event loop), so the workers are stopped once the
-        # runs' processes have gone
+        # a run reads COMPLETED before its process has exited: the workers are stopped once those have gone
         while time.time() < deadline and any(_descendants(w.pid) for w in workers):
             time.sleep(0.2)
     finally:
         for w in workers:
             w.terminate()
         for w in workers:
-            w.wait(60)
+            # a Prefect 3.8.8 process worker sometimes never ends after SIGTERM, its runs long finished: it logs
+            # "Sending SIGINT to the process worker" and then waits on its cancellation observer's websocket until
+            # the server goes away (twice in a loaded fresh-clone suite, never alone); stopping it is not what
+            # this test is about
+            try:
+                w.wait(15)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.wait(15)
     # the run's own engine, in the worker's child process, prints "View at .../flow-run/<id>"; a worker that
     # lost the race for a run logs its id too ("Aborted submission of flow run ...")
     executed = {w: "".join(line for line in log.read_text().splitlines() if "View at" in line)
