@@ -526,7 +526,13 @@ def main(argv: list[str] | None = None) -> None:
     print_summary(state.result())
 
 
-if __name__ == "__main__":
+def command() -> None:
+    """The ``nmt-pipeline`` console script and ``python -m flows.pipeline``: main() as the whole process
+    (pipeline.cli.run_command: no interpreter teardown)."""
     from pipeline.cli import run_command
 
     run_command(main)
+
+
+if __name__ == "__main__":
+    command()

@@ -105,5 +105,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
-if __name__ == "__main__":
+def command() -> None:
+    """The ``translate`` console script and ``python -m``: main() as the whole process (pipeline.cli.run_command:
+    no interpreter teardown, a second less per call)."""
     run_command(main)
+
+
+if __name__ == "__main__":
+    command()
