@@ -41,7 +41,9 @@ def _flow_runs(api: str) -> list[dict]:
 
 @pytest.fixture
 def servers(tmp_path, prefect_api):
-    """An MLflow server of its own; the Prefect server is the test run's (its scheduler looks every 60 s, the
+    """An MLflow server of its own, launched and not waited for (10-15 s to answer; the test waits once its own
+    processes are started, and the flow's first MLflow call, in train, comes later still; MLflow's client retries
+    a refused connection anyway); the Prefect server is the test run's (its scheduler looks every 60 s, the
     default: the first run must not wait for it, see flows.pipeline.schedule_from)."""
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     port, log = _free_port(), tmp_path / "mlflow.log"
@@ -51,15 +53,15 @@ def servers(tmp_path, prefect_api):
          "--artifacts-destination", str(tmp_path / "mlflow-artifacts")],
         env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
     try:
-        wait_until_answering(f"http://127.0.0.1:{port}/health", log, server)
-        yield {**env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}, tmp_path / "mlflow-artifacts"
+        yield ({**env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}, tmp_path / "mlflow-artifacts",
+               lambda: wait_until_answering(f"http://127.0.0.1:{port}/health", log, server))
     finally:
         server.terminate()
         server.wait(30)
 
 
 def test_a_scheduled_run_retrains_and_promotes_against_real_servers(tmp_path, servers):
-    env, artifacts = servers
+    env, artifacts, mlflow_answering = servers
     root = tmp_path / "project"
     root.mkdir()
     copy_checkout(root)
@@ -75,6 +77,7 @@ def test_a_scheduled_run_retrains_and_promotes_against_real_servers(tmp_path, se
                               str(root)], cwd=root, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
+        mlflow_answering()
         deadline, runs = time.time() + 400, []
         while time.time() < deadline and serve.poll() is None:
             runs = _flow_runs(env["PREFECT_API_URL"])
