@@ -223,3 +223,4 @@ def served_model(root: Path, uri: str, tracking_uri: str | None = None):
     finally:
         server.terminate()
         server.wait(30)
+        shutil.rmtree(log.parent, ignore_errors=True)

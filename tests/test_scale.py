@@ -119,7 +119,8 @@ def test_two_workers_of_a_work_pool_each_run_one_of_two_queued_projects(built, t
             time.sleep(0.5)
         assert [r["state_type"] for r in runs] == ["COMPLETED", "COMPLETED"], [log.read_text()[-3000:]
                                                                                for log in logs.values()]
-        # a run reads COMPLETED before its process has exited: the workers are stopped once those have gone
+        # a run reads COMPLETED before its process has exited: the workers are stopped (or killed, below) once
+        # those have gone, so that nothing of theirs is left running
         while time.time() < deadline and any(_descendants(w.pid) for w in workers):
             time.sleep(0.2)
     finally:
@@ -127,8 +128,8 @@ def test_two_workers_of_a_work_pool_each_run_one_of_two_queued_projects(built, t
             w.terminate()
         # a Prefect 3.8.8 process worker may never end after SIGTERM, its runs long finished: it logs "Sending
         # SIGINT to the process worker", then waits on its cancellation observer's websocket until the server goes
-        # away (in three fresh-clone suites running, never alone, where it stops in about a second); how a worker
-        # stops is not what this test is about
+        # away (in each of five fresh-clone suites on 2026-12-07, never in the checkout's suites or alone, where it
+        # stops in about a second); how a worker stops is not what this test is about
         stop_by = time.time() + 5
         for w in workers:
             try:

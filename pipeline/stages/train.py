@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -197,11 +198,11 @@ def _build_model(params: Params, paths: Paths, meta: dict) -> Seq2SeqBase:
     return model
 
 
-def compiled(forward):
+def compiled(forward: Callable[..., Any]) -> Callable[..., Any]:
     """``torch.compile`` for every batch shape at once. Duck sizing (on by default) gives the source and target
     lengths one symbol when the first batch has them equal, which length-bucketed batches often do, and the first
     batch where they differ then compiles the forward and backward again: 20 s of a cold compile on 2 cores
-    (the compile test, 90 -> 70 s). Turning it off is PyTorch's own advice in that recompile's message; the setting
+    (the compile test, 90 -> 69 s). Turning it off is PyTorch's own advice in that recompile's message; the setting
     is private, so it is patched only while the compiled pass runs (it is read when a graph is traced)."""
     return fx_config.patch(use_duck_shape=False)(torch.compile(forward, dynamic=True))
 
