@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,13 @@ def logged_hypotheses(run_id: str, tracking_uri: str) -> list[str] | None:
     """The test hypotheses a run logged; None for a run that logged none (one from before they were)."""
     import mlflow
 
-    try:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TEST_HYPOTHESES,
-                                                   tracking_uri=tracking_uri)
-    except Exception:  # MlflowException, OSError: no such artifact
-        return None
-    return read_lines(Path(path))
+    with tempfile.TemporaryDirectory() as scratch:  # else MLflow downloads to a temporary folder left behind
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TEST_HYPOTHESES,
+                                                       tracking_uri=tracking_uri, dst_path=scratch)
+        except Exception:  # MlflowException, OSError: no such artifact
+            return None
+        return read_lines(Path(path))
 
 
 def project_root(root: Path) -> Path:
@@ -158,7 +160,6 @@ def write_curves(outputs: Any, directory: Path, history: list[dict[str, float]])
     Written once, from the checkpointed history, at the end: a failed, killed or resumed run never leaves
     half a curve behind. The two parts are replaced one by one, not ``directory`` as a whole, because the
     student's curves live inside the teacher's (``dvclive/student``)."""
-    import tempfile
 
     from dvclive import Live
 

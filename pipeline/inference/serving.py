@@ -108,15 +108,18 @@ def load_translator(reference: str, root: Path, decoding: dict[str, Any] | None 
     from pipeline.tracking import connect
 
     mlflow = connect(root)
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=reference))
-        model = mlflow.models.Model.load(local / "MLmodel")
-    except mlflow.exceptions.MlflowException as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise PipelineError(f"cannot load {reference} from {mlflow.get_tracking_uri()}: {first}") from None
-    flavor = model.flavors["python_function"]
-    artifacts = {name: str(local / entry["path"]) for name, entry in flavor.get("artifacts", {}).items()}
-    return logged_translator(artifacts, {**flavor.get("config", {}), **(decoding or {})}, device)
+    # the translator reads the files into memory (torch, CTranslate2): without a folder of our own, MLflow downloads
+    # each model to a new temporary folder that nobody removes
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=reference, dst_path=scratch))
+            model = mlflow.models.Model.load(local / "MLmodel")
+        except mlflow.exceptions.MlflowException as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise PipelineError(f"cannot load {reference} from {mlflow.get_tracking_uri()}: {first}") from None
+        flavor = model.flavors["python_function"]
+        artifacts = {name: str(local / entry["path"]) for name, entry in flavor.get("artifacts", {}).items()}
+        return logged_translator(artifacts, {**flavor.get("config", {}), **(decoding or {})}, device)
 
 
 def main(argv: list[str] | None = None) -> None:
