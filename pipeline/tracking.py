@@ -160,7 +160,6 @@ def write_curves(outputs: Any, directory: Path, history: list[dict[str, float]])
     Written once, from the checkpointed history, at the end: a failed, killed or resumed run never leaves
     half a curve behind. The two parts are replaced one by one, not ``directory`` as a whole, because the
     student's curves live inside the teacher's (``dvclive/student``)."""
-
     from dvclive import Live
 
     with tempfile.TemporaryDirectory() as scratch:
