@@ -128,7 +128,7 @@ def test_two_workers_of_a_work_pool_each_run_one_of_two_queued_projects(built, t
             w.terminate()
         # a Prefect 3.8.8 process worker may never end after SIGTERM, its runs long finished: it logs "Sending
         # SIGINT to the process worker", then waits on its cancellation observer's websocket until the server goes
-        # away (in each of five fresh-clone suites on 2026-12-07, never in the checkout's suites or alone, where it
+        # away (in each of six fresh-clone suites on 2026-12-07, never in the checkout's suites or alone, where it
         # stops in about a second); how a worker stops is not what this test is about
         stop_by = time.time() + 5
         for w in workers:
