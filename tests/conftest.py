@@ -142,12 +142,17 @@ def http_server():
         s.server_close()
 
 
+def free_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def launch_prefect_server(home: Path) -> tuple[subprocess.Popen, str]:
     """``prefect server start`` on a free port of 127.0.0.1, its database and log in ``home``: (process, API URL),
     at once; `wait_until_answering` waits for it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     server = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
@@ -197,9 +202,7 @@ def served_model(root: Path, uri: str, tracking_uri: str | None = None):
     port of 127.0.0.1; yields ``post(payload) -> (HTTP status, JSON body)`` once the server answers."""
     from pipeline.tracking import default_uri
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     bin_dir = os.path.dirname(sys.executable)
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri or default_uri(root),
            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}

@@ -5,7 +5,6 @@ created by the schedule (not by hand) that completes and promotes, and a clean C
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,18 +15,12 @@ import mlflow
 import pytest
 
 from flows.pipeline import SCHEDULED
-from tests.conftest import served_model, wait_until_answering, write_params
+from tests.conftest import free_port, served_model, wait_until_answering, write_params
 from tests.project import copy_checkout
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _flow_runs(api: str) -> list[dict]:
@@ -46,7 +39,7 @@ def servers(tmp_path, prefect_api):
     a refused connection anyway); the Prefect server is the test run's (its scheduler looks every 60 s, the
     default: the first run must not wait for it, see flows.pipeline.schedule_from)."""
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-    port, log = _free_port(), tmp_path / "mlflow.log"
+    port, log = free_port(), tmp_path / "mlflow.log"
     server = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow-server.db'}",

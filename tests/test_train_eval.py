@@ -6,7 +6,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from pipeline.dataset import load_split
 from pipeline.overrides import merged
 from pipeline.stages import evaluate, train
 from pipeline.tracking import default_uri
-from tests.conftest import ROOT, write_params
+from tests.conftest import ROOT, free_port, write_params
 
 
 @pytest.fixture(scope="module")
@@ -273,9 +272,7 @@ def test_two_nodes_meeting_at_a_c10d_rendezvous_match_one_process_with_the_same_
     the other the joining command the stage logs (torchrun, c10d rendezvous), as a user would copy it."""
     _, base = tiny_project
     overrides = _DISTRIBUTED
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        endpoint = f"127.0.0.1:{s.getsockname()[1]}"
+    endpoint = f"127.0.0.1:{free_port()}"
     # one thread per "machine": both share this machine's two cores
     nodes = {"train": {"nodes": 2, "rendezvous": endpoint, "threads": 1}}
     _, shared = _copy_project(base, tmp_path / "shared", merged(overrides, nodes))
