@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import http.server
 import json
@@ -116,12 +117,24 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path
 
 
 @pytest.fixture(scope="session")
-def built_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny project in a git repo with every stage run once by `make repro`, built once for the session:
-    a test that needs a built project copies it (``shutil.copytree(built_tiny, dest, symlinks=True)``)."""
+def built_tiny(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The tiny project in a git repo with every stage run once by `make repro`, built once for the whole test
+    run: a test that needs a built project copies it (``shutil.copytree(built_tiny, dest, symlinks=True)``).
+    Under xdist the first worker to ask builds it in the run's shared temporary folder while a lock holds the
+    other back (four test files use it, on either worker: a build is 23 s)."""
     from tests.project import built_project
 
-    return built_project(tmp_path_factory.mktemp("built") / "project")
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":  # the workers' own folders are popen-gw0, popen-gw1 in the run's folder
+        shared = shared.parent
+    root = shared / "built-tiny" / "project"
+    with open(shared / "built-tiny.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (root.parent / "complete").exists():
+            shutil.rmtree(root.parent, ignore_errors=True)  # a build that failed half-way
+            built_project(root)
+            (root.parent / "complete").touch()
+    return root
 
 
 @pytest.fixture
