@@ -45,9 +45,9 @@ TINY = {
 # The test files by their seconds under `make test` (--durations=0, 2026-12-07), slowest first. With `--dist loadfile
 # --no-loadscope-reorder` (the Makefile) xdist hands them to its two workers in this order, a file at a time, the
 # next one to a worker with at most two tests left: the long ones start at once and the short ones fill in at the
-# end (by default it orders files by their number of tests and starts the long few-test files last). test_scale
-# follows test_faults: the worker that ends test_faults (long before test_e2e ends) takes it and reuses the built
-# project the two copy.
+# end (by default it orders files by their number of tests and starts the long few-test files last). test_faults
+# starts at once beside test_e2e: its worker builds the tiny project (built_tiny) that test_scale, test_compare and
+# test_schedule copy later, so that nobody waits for it.
 SLOWEST_FIRST = ("test_e2e.py", "test_faults.py", "test_scale.py", "test_train_eval.py", "test_compare.py",
                  "test_schedule.py", "test_model.py", "test_bench.py")
 

@@ -44,7 +44,9 @@ def servers(tmp_path, prefect_api):
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow-server.db'}",
          "--artifacts-destination", str(tmp_path / "mlflow-artifacts")],
-        env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        # without MLflow 3's job runner (a second process importing MLflow, for GenAI scoring jobs: nothing here)
+        env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=open(log, "w"),  # noqa: SIM115
+        stderr=subprocess.STDOUT)
     try:
         yield ({**env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}, tmp_path / "mlflow-artifacts",
                lambda: wait_until_answering(f"http://127.0.0.1:{port}/health", log, server))
