@@ -38,7 +38,6 @@ def run(root: Path, entry: str, *args: str, env: dict | None = None, timeout: in
         "make pipeline": ["make", "-o", str(VENV / ".installed"), f"VENV={VENV}", "pipeline"],
         "make repro": ["make", "-o", str(VENV / ".installed"), f"VENV={VENV}", "repro"],
         "dvc repro": [str(VENV / "bin" / "dvc"), "repro"],
-        "flows.dvc": [sys.executable, "-m", "flows.dvc"],  # what `make repro` runs; takes the stage to stop at
         "stage": [sys.executable, "-m", f"pipeline.stages.{args[0] if args else ''}"],
     }
     cmd = commands[entry] + (list(args[1:]) if entry == "stage" else list(args))
@@ -66,15 +65,14 @@ def snapshot(root: Path) -> dict[str, str]:
     return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
 
 
-def built_project(root: Path, until: str | None = None) -> Path:
-    """The project on the tiny config in a git repo at ``root``, every stage run once by `make repro` (or,
-    with ``until``, the stages up to that one)."""
+def built_project(root: Path) -> Path:
+    """The project on the tiny config in a git repo at ``root``, every stage run once by `make repro`."""
     copy_checkout(root)
     write_params(root)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
         subprocess.run(cmd, cwd=root, check=True)
-    proc = run(root, "make repro") if until is None else run(root, "flows.dvc", until)
+    proc = run(root, "make repro")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     return root
 
