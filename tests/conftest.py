@@ -187,6 +187,21 @@ def wait_until_answering(url: str, log: Path, server: subprocess.Popen | None = 
             time.sleep(0.3)
 
 
+def prefect_post(url: str, body: dict, timeout: float = 60):
+    """POST ``body`` as JSON to the Prefect server's REST API; its JSON answer. Retried on the codes Prefect's own
+    client retries, up to its default five times: the server answers 503 for errors a client may retry (its
+    sqlite database locked by another writer while both test workers use it, say)."""
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    for attempt in range(6):
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:
+                return json.load(resp)
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (408, 429, 502, 503) or attempt == 5:
+                raise
+            time.sleep(0.5 * 2**attempt)
+
+
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory):
     """One real Prefect server on 127.0.0.1 for every test that runs a flow, in process or in a subprocess

@@ -8,13 +8,13 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
 from flows.pipeline import deployment_name
+from tests.conftest import prefect_post
 from tests.project import VENV, snapshot, venv_env
 
 pytestmark = pytest.mark.slow
@@ -74,15 +74,8 @@ def test_a_second_clone_pulls_the_first_ones_artifacts_and_reruns_nothing(built,
     assert mine == theirs
 
 
-def _post(url: str, body: dict):
-    """POST ``body`` as JSON to the Prefect server's REST API; its JSON answer."""
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as resp:
-        return json.load(resp)
-
-
 def _flow_runs(api: str, deployment_ids: list[str]) -> list[dict]:
-    return _post(f"{api}/flow_runs/filter", {"deployments": {"id": {"any_": deployment_ids}}})
+    return prefect_post(f"{api}/flow_runs/filter", {"deployments": {"id": {"any_": deployment_ids}}})
 
 
 def test_two_workers_of_a_work_pool_each_run_one_of_two_queued_projects(built, tmp_path, prefect_api):
@@ -104,12 +97,12 @@ def test_two_workers_of_a_work_pool_each_run_one_of_two_queued_projects(built, t
                for w, log in logs.items()]
     try:
         names = {deployment_name(tmp_path / n) for n in ("alpha", "beta")}
-        ids = [d["id"] for d in _post(f"{prefect_api}/deployments/filter", {}) if d["name"] in names]
+        ids = [d["id"] for d in prefect_post(f"{prefect_api}/deployments/filter", {}) if d["name"] in names]
         assert len(ids) == 2, ids
         # queued at once, before either worker has taken anything: through the API, as `prefect deployment run`
         # does (its CLI, started twice while the first run loads the machine, once took over 60 s to start)
         for deployment in ids:
-            _post(f"{prefect_api}/deployments/{deployment}/create_flow_run", {})
+            prefect_post(f"{prefect_api}/deployments/{deployment}/create_flow_run", {})
         deadline, runs = time.time() + 400, []
         while time.time() < deadline:
             runs = _flow_runs(prefect_api, ids)

@@ -9,14 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import pytest
 
 from flows.pipeline import SCHEDULED
-from tests.conftest import free_port, served_model, wait_until_answering, write_params
+from tests.conftest import free_port, prefect_post, served_model, wait_until_answering, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -25,11 +24,7 @@ BIN = Path(sys.executable).parent
 
 def _flow_runs(api: str) -> list[dict]:
     """The runs of the served deployment (the server is the test run's: other tests' runs are there too)."""
-    wanted = {"deployments": {"name": {"any_": [SCHEDULED]}}}
-    request = urllib.request.Request(f"{api}/flow_runs/filter", json.dumps(wanted).encode(),
-                                     {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        return json.load(resp)
+    return prefect_post(f"{api}/flow_runs/filter", {"deployments": {"name": {"any_": [SCHEDULED]}}}, timeout=10)
 
 
 @pytest.fixture
