@@ -15,9 +15,13 @@ Data: Multi30k de-en train (../shared/corpora), BPE 4,000 per side, as the pipel
   FLOP/s of that dtype measured here (square matmuls, the best of several sizes): the utilisation.
   FLOPs per step are counted by torch's ``FlopCounterMode`` (matmuls, attention; the GRU's recurrent
   kernels are not counted, so the RNN's share is a lower bound).
+* Compile: the Transformer eager against ``train.compile: true`` (the train stage's ``compiled``: torch.compile of
+  the teacher-forced pass, dynamic shapes), in the precision ``train.amp: auto`` picks on this machine; the
+  first, untimed pass over the timed batches holds the compiles, and its seconds are printed apart.
 
     python bench/train_speed.py                   # about 6 minutes on 2 cores
     python bench/train_speed.py --only precision  # the precision rows alone
+    python bench/train_speed.py --only compile    # the compile rows alone
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.config import Tokenize  # noqa: E402
 from pipeline.dataset import Pairs, token_batches  # noqa: E402
-from pipeline.device import autocast, cpu_has_bf16  # noqa: E402
+from pipeline.device import amp_dtype, autocast, cpu_has_bf16  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
 from pipeline.stages.tokenizer import train_tokenizer  # noqa: E402
+from pipeline.stages.train import compiled  # noqa: E402
 from pipeline.tokens import PAD, source_ids, target_ids  # noqa: E402
 
 
@@ -202,12 +207,34 @@ def precision(pairs: Pairs, sv: int, tv: int, batches: list, steps: int) -> None
         print(f"{arch:<12} bf16 / fp32 = {speed['bf16'] / speed['fp32']:.2f}x (target >= 1.4x)")
 
 
+def compile_rows(pairs: Pairs, sv: int, tv: int, batches: list, steps: int) -> None:
+    """The Transformer eager and compiled, same batches, same precision. Each first runs the timed batches once
+    untimed: that pass holds the compiles (one per guard its shapes cross, e.g. a size threshold inside a kernel's
+    decomposition), so the timed pass over the same batches compiles nothing."""
+    dtype = amp_dtype("auto", torch.device("cpu"), "transformer")
+    speed = {}
+    for name in ("eager", "compiled"):
+        torch.manual_seed(0)
+        model = build("transformer", sv, tv)
+        if name == "compiled":
+            model.features = compiled(model.features)
+        step = trainer(model, dtype=dtype)
+        tic = time.perf_counter()
+        for idx in batches[:steps]:
+            step(pairs.batch(idx))
+        first = time.perf_counter() - tic
+        speed[name] = measure(step, batches, pairs, steps, warmup=0)
+        print(f"transformer  {name:<8} {str(dtype or torch.float32).removeprefix('torch.')}  "
+              f"{speed[name]:8,.0f} tok/s   the first pass over the same {steps} batches {first:5.1f} s")
+    print(f"transformer  compiled / eager = {speed['compiled'] / speed['eager']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=29000)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--max-tokens", type=int, default=6000)
-    parser.add_argument("--only", choices=["naive", "precision"], help="one section of the bench")
+    parser.add_argument("--only", choices=["naive", "precision", "compile"], help="one section of the bench")
     args = parser.parse_args()
     torch.manual_seed(0)
     pairs, sv, tv = load_pairs(args.pairs)
@@ -216,10 +243,12 @@ def main() -> None:
     naive_batches = random_batches(pairs, mean_size)
     print(f"data: {len(pairs):,} pairs, vocab {sv}/{tv}, {len(ours_batches)} token-budget batches "
           f"(mean {mean_size} sentences); {args.steps} timed steps each; torch threads {torch.get_num_threads()}")
-    if args.only != "precision":
+    if args.only in (None, "naive"):
         against_naive(pairs, sv, tv, ours_batches, naive_batches, args.steps)
-    if args.only != "naive":
+    if args.only in (None, "precision"):
         precision(pairs, sv, tv, ours_batches, args.steps)
+    if args.only in (None, "compile"):
+        compile_rows(pairs, sv, tv, ours_batches, args.steps)
 
 
 if __name__ == "__main__":
