@@ -19,7 +19,7 @@ Data: Multi30k de-en train (../shared/corpora), BPE 4,000 per side, as the pipel
   the teacher-forced pass, dynamic shapes), in the precision ``train.amp: auto`` picks on this machine; the
   first, untimed pass over the timed batches holds the compiles, and its seconds are printed apart.
 
-    python bench/train_speed.py                   # about 6 minutes on 2 cores
+    python bench/train_speed.py                   # about 11 minutes on 2 cores (the compile rows 5)
     python bench/train_speed.py --only precision  # the precision rows alone
     python bench/train_speed.py --only compile    # the compile rows alone
 """
