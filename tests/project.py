@@ -6,6 +6,7 @@ compare tests and the conftest fixtures."""
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -65,13 +66,31 @@ def snapshot(root: Path) -> dict[str, str]:
     return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
 
 
+def commit_all(root: Path, message: str) -> None:
+    """Commit everything in the git repo at ``root``, as the tests' own author."""
+    for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message]):
+        subprocess.run(cmd, cwd=root, check=True)
+
+
+def init_repo(root: Path) -> Path:
+    """A git repo at ``root`` with everything in it committed."""
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    commit_all(root, "init")
+    return root
+
+
+def committed_copy(built: Path, root: Path) -> Path:
+    """A copy of the built project at ``root`` with what it built committed (dvc.lock, metrics)."""
+    shutil.copytree(built, root, symlinks=True)
+    commit_all(root, "built")
+    return root
+
+
 def built_project(root: Path) -> Path:
     """The project on the tiny config in a git repo at ``root``, every stage run once by `make repro`."""
     copy_checkout(root)
     write_params(root)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        subprocess.run(cmd, cwd=root, check=True)
+    init_repo(root)
     proc = run(root, "make repro")
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     return root

@@ -2,7 +2,6 @@
 lists them with their scores, the report compares them, and a bad grid fails before anything runs."""
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -11,7 +10,7 @@ import pytest
 
 from flows.compare import _hydra
 from pipeline.tracking import default_uri
-from tests.project import venv_env
+from tests.project import committed_copy, venv_env
 
 pytestmark = pytest.mark.slow
 
@@ -28,11 +27,7 @@ experiments:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, prefect_api, built_tiny):
     """The built tiny project, committed: the data stages are cached for every experiment, which retrains."""
-    root = tmp_path_factory.mktemp("compare") / "project"
-    shutil.copytree(built_tiny, root, symlinks=True)
-    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "built"], cwd=root, check=True)
-    return root
+    return committed_copy(built_tiny, tmp_path_factory.mktemp("compare") / "project")
 
 
 def _compare(root, *args):

@@ -24,6 +24,7 @@ from pipeline.corpora.sample_ko_en import generate
 from pipeline.overrides import merged
 from pipeline.tracking import default_uri
 from tests.conftest import ROOT, served_model, write_params
+from tests.project import init_repo
 
 pytestmark = pytest.mark.slow
 
@@ -59,10 +60,7 @@ def repo(tmp_path_factory):
             continue
         (root / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, root / f)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        subprocess.run(cmd, cwd=root, check=True)
-    return root
+    return init_repo(root)
 
 
 @pytest.fixture(scope="module")

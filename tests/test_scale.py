@@ -15,7 +15,7 @@ import yaml
 
 from flows.pipeline import deployment_name
 from tests.conftest import prefect_post
-from tests.project import VENV, snapshot, venv_env
+from tests.project import VENV, committed_copy, snapshot, venv_env
 
 pytestmark = pytest.mark.slow
 
@@ -33,11 +33,7 @@ def _descendants(pid: int) -> list[int]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, built_tiny) -> Path:
     """The tiny project, every stage run once, committed (dvc.lock and metrics with it)."""
-    root = tmp_path_factory.mktemp("scale") / "project"
-    shutil.copytree(built_tiny, root, symlinks=True)
-    for cmd in (["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "built"]):
-        subprocess.run(cmd, cwd=root, check=True)
-    return root
+    return committed_copy(built_tiny, tmp_path_factory.mktemp("scale") / "project")
 
 
 def _make(root: Path, target: str, env: dict | None = None) -> subprocess.CompletedProcess:
