@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -40,7 +39,7 @@ from multi30k import SETTINGS as M30K  # noqa: E402
 
 from pipeline import allocator  # noqa: E402
 from pipeline.common import setup_logging, write_json  # noqa: E402
-from pipeline.overrides import RECIPES, merged  # noqa: E402
+from pipeline.overrides import merged, recipe_settings  # noqa: E402
 from pipeline.stages import build, clean, download, embed, evaluate, tokenizer, train  # noqa: E402
 
 SMOKE = {"tokenize": {"vocab_size": 300}, "build": {"max_tokens": 1000},
@@ -103,7 +102,7 @@ def main() -> None:
         raise SystemExit("bench/gpu.py: no CUDA GPU here (torch.cuda.is_available() is False); --smoke runs on a CPU")
     lines, minutes = (300, 0.003) if args.smoke else (None, 1.0)  # smoke: 1.1 and 0.4 s of training
     ko, m30k = args.shared / "ko-en", args.shared / "multi30k"
-    recipe = yaml.safe_load((RECIPES / "ko-en.yaml").read_text(encoding="utf-8"))
+    recipe = recipe_settings("ko-en")  # on the shared files, not the recipe's sources
     ko_files = {"train": (ko / "open.train.ko.gz", ko / "open.train.en.gz"),
                 "test": (ko / "flores200.devtest.ko.gz", ko / "flores200.devtest.en.gz")}
     m30k_files = {split: (m30k / f"{name}.de.gz", m30k / f"{name}.en.gz")

@@ -70,7 +70,7 @@ from pipeline.dataset import Pairs, load_split, token_batches  # noqa: E402
 from pipeline.decoding import from_params  # noqa: E402
 from pipeline.inference.translator import Translator  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
-from pipeline.overrides import RECIPES, merged  # noqa: E402
+from pipeline.overrides import RECIPES, merged, recipe_settings  # noqa: E402
 from pipeline.scoring import bleu_metric, corpus_scores  # noqa: E402
 from pipeline.stages import build, clean, download, embed, tokenizer, train  # noqa: E402
 from pipeline.text import normalise, strip_markup  # noqa: E402
@@ -235,8 +235,8 @@ def ablations(args: argparse.Namespace) -> None:
 def main_run(args: argparse.Namespace) -> None:
     src, tgt = args.direction.split("-")
     files = held_out(args.out.parent / "ko-corpus")
-    recipe = yaml.safe_load((RECIPES / f"{args.direction}.yaml").read_text(encoding="utf-8"))
-    recipe["data"]["custom"]["train"] = _split(files, "train", src, tgt)  # open.train without the held-out pairs
+    recipe = merged(recipe_settings(args.direction), {"data": {"corpus": "custom", "custom": {
+        "train": _split(files, "train", src, tgt)}}})  # open.train without the held-out pairs
     rnn = args.arch == "rnn"
     overrides = merged(merged(recipe, MODELS[args.arch]), {
         "build": {"max_tokens": args.max_tokens}, "evaluate": {"beam_size": args.beam},

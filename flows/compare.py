@@ -177,7 +177,8 @@ def write_report(root: Path, grid: str, sweep: str, experiments: dict[str, dict[
                     "bleu": m.get("bleu"), "chrf": m.get("chrf"), "bleu_ci": m.get("bleu_ci"),
                     "chrf_ci": m.get("chrf_ci"),
                     "minutes": (run.info.end_time - run.info.start_time) / 60000 if run.info.end_time else None,
-                    "curve": [(h.step, h.value) for h in client.get_metric_history(run.info.run_id, "valid_loss")]}
+                    "curve": [(h.step, h.value) for h in client.get_metric_history(run.info.run_id, "valid_loss")],
+                    "test_sets": {key.split("/")[1]: m for key, m in _test_set_metrics(m).items()}}
         rows.append(row)
     rows.sort(key=lambda r: -(r["bleu"] if r["bleu"] is not None else -1))
     _p_values(root, client, rows)
@@ -189,24 +190,44 @@ def write_report(root: Path, grid: str, sweep: str, experiments: dict[str, dict[
         ci = r[key + "_ci"]
         return "-" if r[key] is None else f"{r[key]:.2f}" + (f" ± {ci:.2f}" if ci is not None else "")
 
+    # the judged test set is BLEU/chrF; every other test set a column group of its own
+    others = list(dict.fromkeys(name for r in rows for name in r.get("test_sets", {})))[1:]
     lines = [f"# Model comparison: grid `{grid}` (sweep {sweep})", "",
              "BLEU and chrF with their 95% bootstrap confidence intervals; p: sacrebleu's paired bootstrap test "
              "of each model's test BLEU against the first row's (below 0.05: the difference is unlikely to be "
-             "chance).", "",
-             "| experiment | changes | parameters | tokens/s | best valid loss | BLEU | chrF | p vs best | minutes |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "chance)." + (f" BLEU and chrF are on the judged test set; {', '.join(others)}: the other test sets."
+                           if others else ""), "",
+             "| experiment | changes | parameters | tokens/s | best valid loss | BLEU | chrF | p vs best | minutes |"
+             + "".join(f" {name} BLEU | {name} chrF |" for name in others),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|---:|" * len(others)]
     for r in rows:
         changes = ", ".join(f"`{k}={v}`" for k, v in r["changes"].items()) or "(the defaults)"
         status = "" if r["ok"] else " (failed)"
+        extra = "".join(f" {score(sets, 'bleu')} | {score(sets, 'chrf')} |" for sets in
+                        (_scores(r.get("test_sets", {}).get(name, {})) for name in others))
         lines.append(f"| {r['name']}{status} | {changes} | {cell(r['parameters'], ',')} | "
                      f"{cell(r['tokens_per_sec'], ',.0f')} | {cell(r['valid_loss'], '.3f')} | "
                      f"{score(r, 'bleu')} | {score(r, 'chrf')} | {cell(r['p_value'], '.3f')} | "
-                     f"{cell(r['minutes'], '.1f')} |")
+                     f"{cell(r['minutes'], '.1f')} |" + extra)
     reports = root / "reports"
     with atomic_file(reports / "compare.md", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
     _plot(rows, reports / "compare.png", grid)
     return rows
+
+
+def _test_set_metrics(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """``test/<name>/<metric>`` (the evaluate stage's per-test-set metrics) as {test/<name>: {metric: value}}."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        if key.startswith("test/") and key.count("/") == 2:
+            prefix, metric = key.rsplit("/", 1)
+            out.setdefault(prefix, {})[metric] = value
+    return out
+
+
+def _scores(metrics: dict[str, float]) -> dict[str, float | None]:
+    return {k: metrics.get(k) for k in ("bleu", "bleu_ci", "chrf", "chrf_ci")}
 
 
 def _p_values(root: Path, client: Any, rows: list[dict]) -> None:

@@ -114,11 +114,14 @@ def stage_order(root: Path) -> list[str]:
     return stage_plan(root)[0]
 
 
-def stage_plan(root: Path) -> tuple[list[str], set[str], set[str]]:
+def stage_plan(root: Path) -> tuple[list[str], set[str], dict[str, str]]:
     """The stages of dvc.yaml, dependencies first; those DVC finds stale now (``dvc status``, in this process:
     0.15 s for all of them, where a ``dvc repro`` subprocess takes 0.5 s to say one is cached); and those that
-    ``distill.enabled`` switches on (their command starts with ``SWITCH``)."""
+    a switch turns on (their command starts with ``SWITCH``), each with its params section (``distill``,
+    ``backtranslate``)."""
     from dvc.repo import Repo
+
+    from pipeline.switch import switch_of
 
     with Repo(str(root)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
@@ -127,7 +130,8 @@ def stage_plan(root: Path) -> tuple[list[str], set[str], set[str]]:
         order = [stage.name for stage in nx.lexicographical_topological_sort(graph.reverse(), key=written.get)]
         # DVC names a stage relative to the working directory ("../project/dvc.yaml:train" from elsewhere)
         stale = {key.rsplit(":", 1)[-1] for key in repo.status()}
-        switched = {stage.name for stage in repo.index.stages if _command(stage).startswith(SWITCH)}
+        switched = {stage.name: switch_of(stage.name) for stage in repo.index.stages
+                    if _command(stage).startswith(SWITCH)}
         # a name we cannot place: ask DVC for each
         return order, stale if stale <= set(order) else set(order), switched
 
@@ -139,7 +143,7 @@ def _command(stage) -> str:
 
 
 def _say(stage: str, status: str, seconds: float) -> None:
-    PROGRESS.info("%-9s %-22s %6.1f s", stage, SAID.get(status, status), seconds)
+    PROGRESS.info("%-13s %-22s %6.1f s", stage, SAID.get(status, status), seconds)
 
 
 def _transient(task, task_run, state) -> bool:
@@ -195,13 +199,18 @@ def run_stage(names: list[str], root: str, force: bool = False, up_to_date: bool
     return results
 
 
-def batches(order: list[str], switched: set[str], distill: bool) -> list[list[str]]:
-    """The stages in ``order``, each alone, except the switched ones while distillation is off: together, where
-    the first of them stands (they depend on the teacher's stages, before them, and nothing depends on them)."""
-    off = [] if distill else [name for name in order if name in switched]
-    runs = [[name] for name in order if name not in off]
-    if off:
-        runs.insert(order.index(off[0]), off)
+def batches(order: list[str], switched: dict[str, str], enabled: dict[str, bool]) -> list[list[str]]:
+    """The stages in ``order``, each alone, except those a switch keeps off: together per switch, where the
+    first of them stands (the student stages depend on the teacher's, before them, and nothing depends on
+    them; backtranslate is one stage)."""
+    off: dict[str, list[str]] = {}
+    for name in order:
+        if name in switched and not enabled[switched[name]]:
+            off.setdefault(switched[name], []).append(name)
+    grouped = {name for group in off.values() for name in group}
+    runs = [[name] for name in order if name not in grouped]
+    for group in off.values():
+        runs.insert(sum(order.index(run[0]) < order.index(group[0]) for run in runs), group)
     return runs
 
 
@@ -254,7 +263,8 @@ def summary_markdown(summary: dict) -> str:
     else:
         promotion = summary["promotion"]
         head = (f"**BLEU {summary['bleu']:.2f}, chrF {summary['chrf']:.2f}**; model {summary['model_uri']}\n\n"
-                f"promotion: **{promotion['decision']}**: {promotion['reason']}")
+                + "".join(f"- {line}\n" for line in test_set_lines(summary))
+                + f"\npromotion: **{promotion['decision']}**: {promotion['reason']}")
         if "student" in summary:
             head += "\n\n" + "\n\n".join(student_lines(summary))
     return f"# NMT pipeline\n\n{head}\n\n| stage | status | seconds |\n|---|---|---:|\n{rows}\n"
@@ -274,12 +284,15 @@ def nmt_pipeline(root: str = ".", force: bool = False):  # -> the summary, or a 
     paths = Paths(Path(root))
     summary: dict = {"stages": [], "mlflow": tracking_uri(paths.root)}
     try:
-        distill = load_params(paths.root / "params.yaml").distill.enabled  # a bad file fails before any stage
+        params = load_params(paths.root / "params.yaml")  # a bad file fails before any stage
+        distill = params.distill.enabled
         with one_run_at_a_time(paths.root):
             order, stale, switched = stage_plan(paths.root)
+            enabled = {section: getattr(params, section).enabled for section in set(switched.values())}
             changed = False  # once a stage has changed its outputs, DVC decides for every later one
-            for names in batches(order, switched, distill):
-                quiet = not distill and names[0] in switched
+            for names in batches(order, switched, enabled):
+                section = switched.get(names[0])
+                quiet = section is not None and not enabled[section]  # off: one line for the group, below
                 state = run_stage.with_options(name=" + ".join(names))(
                     names, root, force, not changed and not stale & set(names), quiet, return_state=True)
                 if state.is_failed():
@@ -287,9 +300,9 @@ def nmt_pipeline(root: str = ".", force: bool = False):  # -> the summary, or a 
                 results = state.result()
                 summary["stages"] += results
                 changed |= any(r["status"] == "ran" for r in results)
-            if not distill:
-                seconds = sum(s["seconds"] for s in summary["stages"] if s["stage"] in switched)
-                PROGRESS.info("%-9s %-22s %6.1f s", "distill", "off (distill.enabled)", seconds)
+                if quiet:
+                    PROGRESS.info("%-13s %-22s %6.1f s", section, f"off ({section}.enabled)",
+                                  sum(r["seconds"] for r in results))
             for role in ("teacher", "student") if distill else ("teacher",):
                 state = promote(root, role, return_state=True)
                 if state.is_failed():
@@ -304,7 +317,8 @@ def nmt_pipeline(root: str = ".", force: bool = False):  # -> the summary, or a 
     summary |= {"bleu": metrics["bleu"], "chrf": metrics["chrf"], "bleu_ci": metrics.get("bleu_ci", 0.0),
                 "chrf_ci": metrics.get("chrf_ci", 0.0), "model": str(paths.model / "model.pt"),
                 "model_uri": metrics.get("model_uri", "(not registered)"),
-                "sentences_per_sec": metrics.get("sentences_per_sec")}
+                "sentences_per_sec": metrics.get("sentences_per_sec"), "judged_on": metrics.get("judged_on"),
+                "test_sets": metrics.get("test_sets", {})}
     if distill:
         summary["student"] = json.loads((Paths(paths.root, "student").metrics / "eval.json").read_text())
     ran = [s["stage"] for s in summary["stages"] if s["status"] == "ran"]
@@ -386,6 +400,16 @@ def schedule_from(deployment: UUID, start: datetime.datetime) -> None:
         response.raise_for_status()
 
 
+def test_set_lines(summary: dict) -> list[str]:
+    """A line per test set when the run has several (the first is the one promotion judged on)."""
+    sets = summary.get("test_sets", {})
+    if len(sets) < 2:
+        return []
+    return [f"test {name}{' (judged)' if name == summary.get('judged_on') else ''}: BLEU {sc['bleu']:.2f} ± "
+            f"{sc.get('bleu_ci', 0.0):.2f}, chrF {sc['chrf']:.2f} ± {sc.get('chrf_ci', 0.0):.2f}, {sc['pairs']} pairs"
+            for name, sc in sets.items()]
+
+
 def student_lines(summary: dict) -> list[str]:
     """What distillation made: the student's scores, engine, size and speed against the teacher's, and its promotion."""
     student, promotion = summary["student"], summary["student_promotion"]
@@ -441,7 +465,8 @@ def print_summary(summary: dict) -> None:
     promotion = summary["promotion"]
     lines = [f"BLEU {summary['bleu']:.2f} ± {summary['bleu_ci']:.2f}, chrF {summary['chrf']:.2f} ± "
              f"{summary['chrf_ci']:.2f} (95% intervals; metrics/eval.json)   samples: reports/samples.tsv",
-             f"model: {summary['model_uri']} ({summary['model']})",
+             *test_set_lines(summary),
+             f"model: {summary['model_uri']} ({summary['model']})   card: reports/model_card.md",
              f"promotion: {promotion['decision']}: {promotion['reason']}"]
     if "student" in summary:
         lines += student_lines(summary)

@@ -33,9 +33,18 @@ class Section(BaseModel):
 
 
 class FileSource(Section):
-    url: str  # http(s)://, file:// or a local path
+    url: str | None = None  # http(s)://, file:// or a local path; null: a file only a mirror holds
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
     member: str | None = None  # glob of a member inside a .tar(.gz)/.zip; .gz files and members are decompressed
+    # where NMT_DATA_MIRROR holds this file (a path inside the mirror; the member itself or the archive);
+    # default <source name>/<file name of url>
+    mirror: str | None = None
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> FileSource:
+        if self.url is None and self.mirror is None:
+            raise ValueError("give the file's url, or its mirror path (a file only a mirror holds)")
+        return self
 
 
 class TableSource(FileSource):
@@ -59,6 +68,43 @@ class SplitSource(Section):
         return self
 
 
+class Source(Section):
+    """One corpus of a run in ``data.train``, ``data.valid`` or ``data.test``: where its pairs come from (one
+    kind: ``corpus``, ``sacrebleu``, a file per language, or a table) and what travels with the model about it.
+    Files are keyed by language (``files: {ko: ..., en: ...}``), so one list serves both directions."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")  # its row in the reports, its test-set metric names
+    corpus: str | None = None  # a registry name, hf:<dataset>[:<config>] or sample-ko-en: its split of the list's role
+    split: str | None = None  # that corpus's split, when not the list's (train, valid, test; HF: data.hf.splits)
+    sacrebleu: str | None = None  # a test set sacrebleu downloads by name (wmt14, iwslt17, ...): valid/test only
+    files: dict[str, FileSource] | None = None  # language -> its file (line-aligned)
+    table: TableSource | None = None  # both sides in one file: src_column/tgt_column as data.src/data.tgt
+    weight: Annotated[float, Field(gt=0.0)] = 1.0  # train: 2 = every pair twice, 0.5 = a seeded half
+    tag: str | None = Field(default=None, pattern=r"^<[\w-]+>$")  # train: a token put before each source
+    licence: str | None = None  # as upstream states it: it travels with the model (MLflow, model card)
+    homepage: str | None = None  # where a user reads about it
+    optional: bool = False  # true: a run goes on without it when it cannot be had (said in one line)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Source:
+        kinds = [k for k, v in (("corpus", self.corpus), ("sacrebleu", self.sacrebleu), ("table", self.table),
+                                ("files", self.files)) if v is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"source '{self.name}': give one of corpus, sacrebleu, files (one per language) or a "
+                             f"table (got {', '.join(kinds) or 'none'})")
+        if self.corpus is not None and corpora.kind(self.corpus) not in ("registry", "hf", "sample"):
+            raise ValueError(f"source '{self.name}': unknown corpus '{self.corpus}'; choose one of "
+                             f"{corpora.SAMPLE}, {', '.join(corpora.CORPORA)} or hf:<dataset>[:<config>]")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """How the download stage gets it: ``registry``, ``hf``, ``sacrebleu``, ``table`` or ``files``."""
+        if self.corpus is not None:
+            return corpora.kind(self.corpus) or "registry"
+        return "sacrebleu" if self.sacrebleu else "table" if self.table else "files"
+
+
 class HFSource(Section):
     """Column mapping for ``corpus: hf:<dataset>[:<config>]`` (HF ``datasets``)."""
 
@@ -68,28 +114,70 @@ class HFSource(Section):
 
 
 class Data(Section):
-    corpus: str = "sample-ko-en"  # sample-ko-en | a registry name | hf:<dataset>[:<config>] | custom
+    """The run's corpora: one ``corpus`` (its own train, valid and test splits), and/or the lists ``train``
+    (more training corpora, merged), ``valid`` and ``test`` (named test sets, each scored; the first decides
+    promotion). ``corpus: null`` takes the lists alone."""
+
+    corpus: str | None = "sample-ko-en"  # sample-ko-en | a registry name | hf:<dataset>[:<config>] | custom | null
     src: str = "ko"
     tgt: str = "en"
     sample_pairs: PositiveInt = 24000  # sample-ko-en only
     seed: int = 1
-    offline: bool = False  # use the download cache only
+    offline: bool = False  # use the download cache (and NMT_DATA_MIRROR) only
     hf: HFSource = HFSource()
     custom: dict[Literal["train", "valid", "test"], SplitSource] | None = None  # corpus: custom
+    train: list[Source] = []
+    valid: Source | None = None
+    test: list[Source] = []
+    monolingual: list[Source] = []  # target-language text for back-translation: files: {<tgt>: ...}, or a corpus
 
     @model_validator(mode="after")
     def _known_corpus(self) -> Data:
         if self.src == self.tgt:
             raise ValueError(f"src and tgt are both '{self.src}'")
-        kind, langs = corpora.kind(self.corpus), corpora.languages(self.corpus)
-        if kind is None:
-            raise ValueError(f"unknown corpus '{self.corpus}'; choose one of {corpora.describe()}")
-        if kind == "custom" and (not self.custom or "train" not in self.custom):
-            raise ValueError("corpus 'custom' needs data.custom.train (src and tgt files, or a table)")
-        if langs is not None and {self.src, self.tgt} != set(langs):
-            raise ValueError(f"corpus '{self.corpus}' has languages {langs[0]} and {langs[1]}, "
-                             f"not {self.src}/{self.tgt}")
+        if self.corpus is None:
+            if not self.train:
+                raise ValueError("corpus is null and train lists no source; name a corpus or list train sources")
+        else:
+            kind, langs = corpora.kind(self.corpus), corpora.languages(self.corpus)
+            if kind is None:
+                raise ValueError(f"unknown corpus '{self.corpus}'; choose one of {corpora.describe()}")
+            if kind == "custom" and (not self.custom or "train" not in self.custom):
+                raise ValueError("corpus 'custom' needs data.custom.train (src and tgt files, or a table)")
+            if langs is not None and {self.src, self.tgt} != set(langs):
+                raise ValueError(f"corpus '{self.corpus}' has languages {langs[0]} and {langs[1]}, "
+                                 f"not {self.src}/{self.tgt}")
+        for role, sources in (("train", self.train), ("test", self.test)):
+            names = [s.name for s in sources]
+            if len(set(names)) != len(names):
+                raise ValueError(f"two {role} sources share a name ({', '.join(names)}); names must differ")
+        if any(s.sacrebleu for s in self.train):
+            raise ValueError("a sacrebleu test set cannot be a train source")
+        for source in [*self.train, *self.test, *([self.valid] if self.valid else [])]:
+            if source.files is not None and set(source.files) != {self.src, self.tgt}:
+                raise ValueError(f"source '{source.name}': files are for {', '.join(source.files)}; give one for "
+                                 f"each of {self.src} and {self.tgt}")
+        for source in self.monolingual:
+            if source.files is not None and set(source.files) != {self.tgt}:
+                raise ValueError(f"monolingual source '{source.name}': give one file, of the target language "
+                                 f"({self.tgt}): files: {{{self.tgt}: ...}}")
+            if source.table is not None or source.sacrebleu is not None:
+                raise ValueError(f"monolingual source '{source.name}': give files: {{{self.tgt}: ...}} or a corpus "
+                                 "(its target side)")
         return self
+
+    @property
+    def name(self) -> str:
+        """What the run's data is called (registry and run names): the corpus, else the first train source."""
+        return self.corpus or self.train[0].name
+
+
+class LanguageID(Section):
+    """fastText's lid.176 (pipeline/langid.py): a side whose language gets a probability below its threshold
+    (among the model's three best guesses) removes the pair; 0 turns that side's check off."""
+
+    src: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    tgt: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
 
 
 class Clean(Section):
@@ -98,6 +186,7 @@ class Clean(Section):
     max_words: PositiveInt = 80
     max_ratio: Annotated[float, Field(ge=1.0)] = 3.0  # longer/shorter side, in words
     min_script_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.4  # letters in the language's script; 0 = off
+    language_id: LanguageID = LanguageID()
     korean_morphemes: bool = False  # split a Korean source into morphemes (kiwipiepy) before subwords
     strip_markup: bool = False  # inline reST/Sphinx markup (``code``, :func:`x`, *em*) to plain text, both sides
     valid_fraction: Fraction = 0.04  # used only when the corpus has no valid split
@@ -226,6 +315,8 @@ class Train(Section):
     freeze_embeddings: bool = False
     epochs: PositiveInt = 6
     max_minutes: Annotated[float, Field(gt=0.0)] | None = None  # training time budget; stops after the step
+    # a budget in optimiser steps: the same compute for every run of a comparison, however busy the machine
+    max_steps: PositiveInt | None = None
     lr: Annotated[float, Field(gt=0.0)] = 2e-3
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     scheduler: Literal["constant", "noam", "cosine", "wsd"] = "constant"
@@ -290,6 +381,18 @@ class Registry(Section):
     significance: Annotated[float, Field(gt=0.0, lt=1.0)] | None = 0.05
 
 
+class Backtranslate(Section):
+    """Back-translation (Sennrich et al. 2016): a reverse-direction model (target -> source) translates the
+    monolingual target-language text of ``data.monolingual``; the synthetic pairs join train as a source of
+    their own (``backtranslated`` in metrics/clean.json), their source side optionally behind a tag (tagged
+    back-translation, Caswell et al. 2019). Off by default: the stage then only writes a marker."""
+
+    enabled: bool = False
+    model: str | None = None  # the reverse model: a model file (from the project root) or models:/<name>@<alias>
+    tag: str | None = Field(default="<bt>", pattern=r"^<[\w-]+>$")  # before each synthetic source; null: untagged
+    weight: Annotated[float, Field(gt=0.0)] = 1.0  # as a train source's weight
+
+
 STUDENT = {  # the default student: a Transformer with one decoder layer (the decoder dominates decoding time)
     "model": {"arch": "transformer", "emb_dim": 256, "hidden": 256, "dropout": 0.1,
               "transformer": {"heads": 4, "ff_dim": 1024, "enc_layers": 3, "dec_layers": 1}},
@@ -330,6 +433,14 @@ class Params(Section):
     evaluate: Evaluate = Evaluate()
     registry: Registry = Registry()
     distill: Distill = Distill()
+    backtranslate: Backtranslate = Backtranslate()
+
+    @model_validator(mode="after")
+    def _backtranslation_inputs(self) -> Params:
+        if self.backtranslate.enabled and not (self.backtranslate.model and self.data.monolingual):
+            raise ValueError("backtranslate.enabled: true needs backtranslate.model (a target-to-source model) and "
+                             "data.monolingual (target-language text)")
+        return self
 
     @model_validator(mode="after")
     def _embedding_sizes_agree(self) -> Params:
@@ -498,6 +609,20 @@ class Paths:
     def original(self) -> Path:
         """The held-out splits as downloaded, line for line: what evaluation translates and scores against."""
         return self.root / "data" / "clean" / "original"
+
+    @property
+    def sources(self) -> Path:
+        """Every source of the run: provenance, licence, what cleaning kept; the test sets in order."""
+        return self.root / "data" / "clean" / "sources.json"
+
+    def test_set(self, name: str, lang: str) -> Path:
+        """One test set as downloaded (``original/tests/<name>.<lang>``); the first is also ``original/test.*``."""
+        return self.original / "tests" / f"{name}.{lang}"
+
+    @property
+    def backtranslated(self) -> Path:
+        """The back-translated pairs, in ``data/raw``'s layout (``pipeline.raw``): one more train source."""
+        return self.root / "data" / "backtranslated"
 
     @property
     def tokenizer(self) -> Path:

@@ -8,7 +8,8 @@
   ETag/Last-Modified it came with), so a changed upstream file is noticed and downloaded again; a
   file pinned by sha256 that the cache already holds is not asked for at all.
 * A cached file that turns out to be corrupt when read is evicted (``evict``), never served again.
-* ``NMT_DATA_MIRROR=<base>`` makes every registry download fetch ``<base>/<corpus>/<file name>``.
+* ``NMT_DATA_MIRROR=<base>``: a file is taken from ``<base>/<its mirror path>`` when the mirror holds it
+  (``fetch_mirrored``; by default ``<base>/<corpus or source name>/<file name>``), else from upstream.
 * Offline (``data.offline`` or ``NMT_OFFLINE=1``) only the cache is used.
 * ``read_lines(path, member)`` streams text from a plain, .gz, or a member of a .tar(.gz)/.zip file,
   after checking that no member of the archive points outside it.
@@ -50,12 +51,39 @@ def offline_env() -> bool:
     return os.environ.get("NMT_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
-def mirrored(url: str, corpus: str) -> str:
-    """The URL to use for a registry file: the mirror's copy when NMT_DATA_MIRROR is set."""
+def mirror_of(url: str | None, path: str | None, folder: str) -> str | None:
+    """Where ``NMT_DATA_MIRROR`` would hold the file of ``url``: ``<mirror>/<path>``, by default
+    ``<mirror>/<folder>/<file name>``; None without a mirror, or for a local file (nothing to mirror)."""
     base = os.environ.get("NMT_DATA_MIRROR")
-    if not base:
-        return url
-    return f"{base.rstrip('/')}/{corpus}/{PurePosixPath(urlparse(url).path).name}"
+    if not base or (path is None and urlparse(url or "").scheme not in ("http", "https")):
+        return None
+    return f"{base.rstrip('/')}/{path or f'{folder}/{PurePosixPath(urlparse(url).path).name}'}"
+
+
+def is_archive(path: Path) -> bool:
+    return tarfile.is_tarfile(path) or zipfile.is_zipfile(path)
+
+
+def fetch_mirrored(url: str | None, sha256: str | None, mirror: str | None, *, offline: bool = False
+                   ) -> tuple[Path, str, str]:
+    """``fetch`` from the mirror when it holds the file, else from ``url`` (unless offline); also returns the URL
+    it came from."""
+    if mirror is not None:
+        try:
+            return (*fetch(mirror, sha256, offline=offline), mirror)
+        except TransientError:
+            raise
+        except PipelineError as exc:  # not in the mirror (or, offline, an http mirror's file not in the cache)
+            local = urlparse(mirror).scheme not in ("http", "https")
+            why = f"not in the mirror ({mirror})" if local else str(exc).split("; ")[0]
+            if url is None:
+                raise PipelineError(f"{why}; it has no public download") from None
+            if offline or offline_env():
+                raise PipelineError(f"{url}: {why} and offline mode is on") from None
+            log.info("%s: %s; downloading it", url, why)
+    if url is None:
+        raise PipelineError("a file only a mirror holds, and NMT_DATA_MIRROR is not set (docs/data.md)")
+    return (*fetch(url, sha256, offline=offline), url)
 
 
 def _verify(path: Path, sha256: str | None, url: str) -> str:

@@ -72,7 +72,14 @@ def set_params(path: Path, updates: dict[str, Any]) -> None:
 RECIPES = Path(__file__).parent / "recipes"  # pipeline/recipes/<name>.yaml
 
 
-DATA_SOURCES = {("data", "custom"), ("data", "hf")}
+DATA_SOURCES = {("data", key) for key in ("custom", "hf", "train", "valid", "test")}
+
+
+def recipe_settings(recipe: str) -> dict[str, Any]:
+    """A recipe's settings with its data reduced to the direction: what a bench lays over its own corpus files."""
+    settings = yaml.safe_load((RECIPES / f"{recipe}.yaml").read_text(encoding="utf-8"))
+    settings["data"] = {key: settings["data"][key] for key in ("src", "tgt")}
+    return settings
 
 
 def apply_recipe(params_file: Path, recipe: str) -> None:

@@ -58,14 +58,34 @@ def corpus_scores(hypotheses: Sequence[str], references: Sequence[str], lang: st
     out: dict[str, float | str] = {}
     for name in METRICS:
         m = metric(name, lang)
-        result = m.corpus_score(list(hypotheses), [list(references)], n_bootstrap=n_bootstrap)
-        out[name] = round(result.score, 2)
-        if n_bootstrap > 1:
-            out[f"{name}_ci"] = round(float(result._ci), 2)
+        score, ci = _score_with_interval(m, list(hypotheses), [list(references)], n_bootstrap)
+        out[name] = round(score, 2)
+        if ci is not None:
+            out[f"{name}_ci"] = round(ci, 2)
         out[f"{name}_signature"] = str(m.get_signature())
     lower = bleu_metric(lang, lowercase=True).corpus_score(list(hypotheses), [list(references)])
     out["bleu_lowercase"] = round(lower.score, 2)
     return out
+
+
+def _score_with_interval(m: Metric, hypotheses: list[str], references: list[list[str]], n_bootstrap: int
+                         ) -> tuple[float, float | None]:
+    """The score and half its 95% bootstrap interval (None with ``n_bootstrap`` 1).
+
+    sacrebleu 2.5's chrF gives a resample in which no hypothesis n-gram occurs a python 0.0 and the others numpy
+    floats, and its ``statistics.mean`` over them raises TypeError (seen with a model that still outputs mostly
+    empty lines); then the same resamples (its own function and seed) are summarised here, as floats."""
+    try:
+        result = m.corpus_score(hypotheses, references, n_bootstrap=n_bootstrap)
+        return float(result.score), float(result._ci) if n_bootstrap > 1 else None
+    except TypeError:
+        from sacrebleu.significance import _bootstrap_resample
+
+        result = m.corpus_score(hypotheses, references)
+        _, resampled = _bootstrap_resample(m._extract_corpus_statistics(hypotheses, references), m, n_bootstrap)
+        scores = sorted(float(r.score) for r in resampled)
+        low = len(scores) // 40  # sacrebleu's own bounds: 1/40 from each end
+        return float(result.score), 0.5 * (scores[len(scores) - low - 1] - scores[low])
 
 
 def corpus_score(hypotheses: Sequence[str], references: Sequence[str], lang: str, name: str = "bleu") -> float:

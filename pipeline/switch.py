@@ -1,6 +1,7 @@
-"""The off switch of the distillation stages: ``python -m pipeline.switch <stage> -- <command ...>`` in dvc.yaml.
+"""The off switch of the distillation and back-translation stages: ``python -m pipeline.switch <stage> --
+<command ...>`` in dvc.yaml (``SWITCHES`` says which params section's ``enabled`` switches each on).
 
-With ``distill.enabled: true`` it runs the command: the stage itself. Off (the default), it writes each output
+With ``<section>.enabled: true`` it runs the command: the stage itself. Off (the default), it writes each output
 dvc.yaml declares for the stage as a marker, ``{"enabled": false}`` (a folder holds it as ``off.json``), in
 well under a second and without torch: DVC records the stage as done and caches it, so ``make pipeline`` costs
 what it did before distillation existed, and switching it on reruns these stages only.
@@ -26,6 +27,12 @@ from pipeline.config import load_params
 log = logging.getLogger(__name__)
 
 OFF = {"enabled": False}
+SWITCHES = {"backtranslate": "backtranslate"}  # stage -> the params section whose `enabled` runs it
+
+
+def switch_of(stage: str) -> str:
+    """The params section that switches ``stage`` on: ``distill`` for the student's stages."""
+    return SWITCHES.get(stage, "distill")
 
 
 def declared_outputs(dvc_yaml: Path, stage: str) -> list[Path]:
@@ -55,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     stage, command = argv[0], argv[2:]
     setup_logging()
     try:
-        if load_params("params.yaml").distill.enabled:
+        if getattr(load_params("params.yaml"), switch_of(stage)).enabled:
             if command[0] == "python":  # this interpreter, not whichever python comes first on PATH
                 command = [sys.executable, *command[1:]]
             os.execvp(command[0], command)
@@ -63,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     except (PipelineError, OSError, yaml.YAMLError) as exc:
         print(f"error: {stage}: {' '.join(str(exc).split())}", file=sys.stderr)  # YAML errors span lines
         sys.exit(1)
-    log.info("%s: off (distill.enabled: false); its outputs are markers", stage)
+    log.info("%s: off (%s.enabled: false); its outputs are markers", stage, switch_of(stage))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pipeline.common import git_commit, read_lines
 log = logging.getLogger(__name__)
 
 TEST_HYPOTHESES = "evaluation/test.hyp"  # a run's test hypotheses: evaluate logs them, promotion and compare test them
+MODEL_CARD = "model_card.md"  # sources, licences, cleaning, scores per test set, decoding (pipeline.model_card)
 
 
 def logged_hypotheses(run_id: str, tracking_uri: str) -> list[str] | None:
@@ -134,8 +135,8 @@ def training_run(mlflow: Any, run_id: str, params: Any, paths: Any, extra: dict[
     if run_id:
         return mlflow.start_run(run_id=run_id)
     m = params.model
-    name = (f"{params.data.corpus}-transformer" if m.arch == "transformer"
-            else f"{params.data.corpus}-{m.rnn.cell}-{m.rnn.attention}")
+    name = (f"{params.data.name}-transformer" if m.arch == "transformer"
+            else f"{params.data.name}-{m.rnn.cell}-{m.rnn.attention}")
     if paths.role != "teacher":  # the distilled student: its run sits beside its teacher's
         name += f"-{paths.role}"
     active = mlflow.start_run(experiment_id=experiment_id(mlflow, params.train.experiment, paths.root),

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline import raw
 from pipeline.config import Params, Paths, load_params
 from pipeline.overrides import merged
 from pipeline.stages import build, clean, download, embed, tokenizer
@@ -86,6 +87,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: n for n, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file keeps its own order
+
+
+def write_raw(paths, roles, src="ko", tgt="en"):
+    """data/raw/ as the download stage leaves it: ``roles`` maps train/valid/test to {name: (pairs, info)}."""
+    sources = {}
+    for role, named in roles.items():
+        sources[role] = [{"name": name, **info, "lines": raw.write_pairs(paths.raw, role, name, src, tgt, pairs)}
+                         for name, (pairs, info) in named.items()]
+    raw.write_manifest(paths.raw, src, tgt, sources, [])
 
 
 def write_params(root: Path, overrides: dict | None = None) -> Path:

@@ -4,7 +4,8 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import ROOT, write_params
+from pipeline.config import Paths
+from tests.conftest import ROOT, write_params, write_raw
 
 
 def _run(*args, stdin: bytes = b"", cwd=ROOT) -> subprocess.CompletedProcess:
@@ -40,12 +41,7 @@ def test_translate_refuses_input_that_is_not_utf8(tmp_path):
 
 
 def _raw_corpus(root, splits: dict[str, list[tuple[str, str]]]):
-    raw = root / "data" / "raw"
-    raw.mkdir(parents=True)
-    for split, pairs in splits.items():
-        (raw / f"{split}.ko").write_text("".join(p[0] + "\n" for p in pairs), encoding="utf-8")
-        (raw / f"{split}.en").write_text("".join(p[1] + "\n" for p in pairs), encoding="utf-8")
-    (raw / "manifest.json").write_text(json.dumps({"splits": {s: {} for s in splits}}))
+    write_raw(Paths(root), {split: {"corpus": (pairs, {})} for split, pairs in splits.items()})
     write_params(root)
 
 
@@ -62,12 +58,13 @@ def test_an_empty_test_split_is_one_line_at_clean_and_at_evaluate(tmp_path):
     _raw_corpus(tmp_path, {"train": pairs, "test": []})
     line = _one_line(_run("-m", "pipeline.stages.clean", "--root", str(tmp_path),
                           "--params", str(tmp_path / "params.yaml")))
-    assert line == "error: clean: the corpus's own test split is empty; give it sentences, or leave it out to " \
-                   "carve one out of train"
-    original = tmp_path / "data" / "clean" / "original"  # as a clean stage of an older version could leave it
-    original.mkdir(parents=True)
-    (original / "test.ko").write_text("")
-    (original / "test.en").write_text("")
+    assert line == "error: clean: the held-out set test:corpus is empty; give it sentences, or leave it out (a " \
+                   "valid or test split is then carved out of train)"
+    paths = Paths(tmp_path)  # as a clean stage of an older version could leave it
+    paths.test_set("corpus", "ko").parent.mkdir(parents=True)
+    for lang in ("ko", "en"):
+        paths.test_set("corpus", lang).write_text("")
+    paths.sources.write_text(json.dumps({"train": [], "test": [{"name": "corpus"}]}))
     line = _one_line(_run("-m", "pipeline.stages.evaluate", "--root", str(tmp_path),
                           "--params", str(tmp_path / "params.yaml")))
-    assert line.startswith("error: evaluate: ") and "test.ko is empty" in line
+    assert line.startswith("error: evaluate: ") and "corpus.ko is empty" in line

@@ -8,7 +8,7 @@ import sys
 import mlflow
 import pytest
 
-from flows.compare import _hydra
+from flows.compare import _hydra, _test_set_metrics
 from pipeline.tracking import default_uri
 from tests.project import committed_copy, venv_env
 
@@ -38,6 +38,13 @@ def _compare(root, *args):
 def test_grid_values_reach_dvc_in_hydra_syntax():
     assert [_hydra(v) for v in (True, None, 3, 0.5, "gru", "it's", [8, 16], {"train": "x"})] == [
         "true", "null", "3", "0.5", "'gru'", "'it\\'s'", "[8, 16]", "{train: 'x'}"]
+
+
+def test_the_report_reads_each_test_set_from_its_metric_names():
+    metrics = {"bleu": 30.0, "test/flores200/bleu": 3.2, "test/flores200/bleu_ci": 0.3, "test/news/chrf": 21.0,
+               "test/odd": 1.0, "train_loss": 2.0}
+    assert _test_set_metrics(metrics) == {"test/flores200": {"bleu": 3.2, "bleu_ci": 0.3},
+                                          "test/news": {"chrf": 21.0}}
 
 
 def test_a_bad_grid_fails_before_any_experiment_runs(project, tmp_path):

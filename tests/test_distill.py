@@ -10,9 +10,9 @@ import torch
 from pipeline.common import PipelineError
 from pipeline.config import Params, Paths, parse_params
 from pipeline.decoding import Decoding
+from pipeline.inference import corpus
 from pipeline.inference.translator import Translator
 from pipeline.models import build_model
-from pipeline.stages import distill
 from pipeline.switch import declared_outputs, write_markers
 from pipeline.tokens import load_tokenizers
 from tests.conftest import ROOT
@@ -85,10 +85,11 @@ def test_an_interrupted_distill_resumes_at_its_first_missing_chunk(tiny_project,
     sources = tmp_path / "train.ko"
     sources.write_text("".join((paths.clean / "train.ko").read_text(encoding="utf-8").splitlines(True)[:120]),
                        encoding="utf-8")
-    monkeypatch.setattr(distill, "CHUNK", 50)  # three chunks: 50, 50, 20
+    monkeypatch.setattr(corpus, "CHUNK", 50)  # three chunks: 50, 50, 20
 
     def translations(translator: Translator, folder: str) -> list[str]:
-        return [h for _, part in distill.translate_in_chunks(translator, sources, tmp_path / folder) for h in part]
+        chunks = corpus.translate_in_chunks(translator, sources, tmp_path / folder, "distill", prepared=True)
+        return [h for _, part in chunks for h in part]
 
     expected = translations(Translator(*parts), "fresh")
     assert len(expected) == 120

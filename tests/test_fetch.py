@@ -29,7 +29,7 @@ def _project(root, data, **sections):
 
 
 def _snapshot(paths):
-    return {p.name: p.read_bytes() for p in sorted(paths.raw.iterdir())}
+    return {str(p.relative_to(paths.raw)): p.read_bytes() for p in sorted(paths.raw.rglob("*")) if p.is_file()}
 
 
 def _archive_project(root, archive):
@@ -49,9 +49,10 @@ def _good_raw(root):
 def test_multi30k_through_the_mirror_then_clean_and_tokenize(tmp_path, http_server, monkeypatch):
     monkeypatch.setenv("NMT_DATA_MIRROR", http_server(CORPORA))
     params, paths = _project(tmp_path, {"corpus": "multi30k", "src": "de", "tgt": "en"})
-    splits = download.run(params, paths)  # registry checksums are verified on the mirror's files
-    assert {s: i["lines"] for s, i in splits.items()} == {"train": 29000, "valid": 1014, "test": 1000}
-    assert splits["train"]["de"]["url"].endswith("/multi30k/train.de.gz")
+    got = download.run(params, paths)["sources"]  # registry checksums are verified on the mirror's files
+    assert {role: [i["lines"] for i in infos] for role, infos in got.items()} == {
+        "train": [29000], "valid": [1014], "test": [1000], "mono": []}
+    assert got["train"][0]["de"]["url"].endswith("/multi30k/train.de.gz")
     report = clean.run(params, paths)
     assert report["splits"]["train"] >= 28500
     assert report["splits"]["test"] == 1000  # the official test split, whole
@@ -80,8 +81,9 @@ def test_ko_en_news_archives_through_the_mirror(tmp_path, http_server, monkeypat
         (mirror / f"korean-english-park.{split}.tar.gz").write_bytes(_tar_gz(members))
     monkeypatch.setenv("NMT_DATA_MIRROR", http_server(tmp_path / "mirror"))
     params, paths = _project(tmp_path / "p", {"corpus": "ko-en-news"})
-    splits = download.run(params, paths)
-    assert {s: i["lines"] for s, i in splits.items()} == {"train": 2000, "valid": 1000, "test": 720}
+    got = download.run(params, paths)["sources"]
+    assert {role: [i["lines"] for i in infos] for role, infos in got.items()} == {
+        "train": [2000], "valid": [1000], "test": [720], "mono": []}
     report = clean.run(params, paths)
     assert report["splits"]["train"] > 1800
     assert 0 < report["removed"]["wrong_script"] < 100  # the news corpus has some misaligned, English-only lines
@@ -90,9 +92,9 @@ def test_ko_en_news_archives_through_the_mirror(tmp_path, http_server, monkeypat
 
     # the cache now holds the archives: offline works, and a cold cache offline fails clearly
     params, paths = _project(tmp_path / "p", {"corpus": "ko-en-news", "offline": True})
-    assert download.run(params, paths)["train"]["lines"] == 2000
+    assert download.run(params, paths)["sources"]["train"][0]["lines"] == 2000
     monkeypatch.setenv("NMT_CACHE_DIR", str(tmp_path / "cold"))
-    with pytest.raises(PipelineError, match="not in the download cache .* offline mode is on"):
+    with pytest.raises(PipelineError, match="not in the download cache .* and offline mode is on"):
         download.run(params, paths)
 
 
@@ -184,11 +186,11 @@ def test_zip_member_tsv_and_csv_with_header(tmp_path):
               "test": {"table": {"url": (tmp_path / "test.csv").as_uri(), "format": "csv", "header": True,
                                  "src_column": "korean", "tgt_column": "english"}}}
     params, paths = _project(tmp_path, {"corpus": "custom", "custom": custom})
-    splits = download.run(params, paths)
-    assert splits["train"]["lines"] == 30 and splits["test"]["lines"] == 5
-    assert splits["train"]["dropped_rows"] == 2  # counted in metrics/clean.json by the clean stage
-    assert (paths.raw / "test.en").read_text().splitlines()[0] == "sentence 0, ok"
-    assert (paths.raw / "train.ko").read_text(encoding="utf-8").splitlines()[-1] == "문장 29"
+    got = download.run(params, paths)["sources"]
+    assert got["train"][0]["lines"] == 30 and got["test"][0]["lines"] == 5
+    assert got["train"][0]["dropped_rows"] == 2  # counted in metrics/clean.json by the clean stage
+    assert (paths.raw / "test" / "custom.en").read_text().splitlines()[0] == "sentence 0, ok"
+    assert (paths.raw / "train" / "custom.ko").read_text(encoding="utf-8").splitlines()[-1] == "문장 29"
 
 
 def test_hf_datasets_source(tmp_path):
@@ -200,9 +202,12 @@ def test_hf_datasets_source(tmp_path):
                 fh.write(json.dumps({"translation": {"ko": f"{ko} 문장 {i}", "en": f"sentence {split} {i}"}},
                                     ensure_ascii=False) + "\n")
     params, paths = _project(tmp_path / "p", {"corpus": f"hf:{ds}"})
-    splits = download.run(params, paths)
-    assert {s: i["lines"] for s, i in splits.items()} == {"train": 300, "test": 6}
-    assert (paths.raw / "test.ko").read_text(encoding="utf-8").splitlines()[0] == "시험 문장 0"
+    got = download.run(params, paths)
+    assert {role: [i["lines"] for i in infos] for role, infos in got["sources"].items()} == {
+        "train": [300], "valid": [], "test": [6], "mono": []}
+    assert [m["role"] for m in got["missing"]] == ["valid"]  # the dataset has none: one line, then carved
+    name = download._slug(f"hf:{ds}")
+    assert (paths.raw / "test" / f"{name}.ko").read_text(encoding="utf-8").splitlines()[0] == "시험 문장 0"
     report = clean.run(params, paths)  # no validation split: carved out of train
     assert report["splits"]["test"] == 6 and report["splits"]["valid"] > 0
 
@@ -213,9 +218,11 @@ def test_hf_datasets_source(tmp_path):
 
 def test_mirror_url_layout(monkeypatch):
     url = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/val.de.gz"
-    assert fetch.mirrored(url, "multi30k") == url
+    assert fetch.mirror_of(url, None, "multi30k") is None
     monkeypatch.setenv("NMT_DATA_MIRROR", "http://127.0.0.1:9/m/")
-    assert fetch.mirrored(url, "multi30k") == "http://127.0.0.1:9/m/multi30k/val.de.gz"
+    assert fetch.mirror_of(url, None, "multi30k") == "http://127.0.0.1:9/m/multi30k/val.de.gz"
+    assert fetch.mirror_of(url, "ko-en/x.gz", "multi30k") == "http://127.0.0.1:9/m/ko-en/x.gz"
+    assert fetch.mirror_of("data/local.ko", None, "mine") is None  # a local file is read in place
 
 
 def test_local_files_are_used_in_place(tmp_path):

@@ -1,17 +1,19 @@
 """Korean↔English specifics: BLEU tokenised for the target, Hangul in heatmaps, odd Korean text, markup, recipes."""
 
 import json
+import logging
 
 import pytest
 import sacrebleu
+import yaml
 
 from pipeline.common import PipelineError
 from pipeline.config import Paths, load_params
-from pipeline.overrides import apply_recipe, set_params
+from pipeline.overrides import RECIPES, apply_recipe, set_params
 from pipeline.scoring import bleu_metric
 from pipeline.stages import build, clean, download, embed, evaluate, tokenizer, train
 from pipeline.text import strip_markup
-from tests.conftest import ROOT, write_params
+from tests.conftest import ROOT, SHARED, write_params
 
 HYPOTHESIS, REFERENCE = "나는 어제 도서관에서 책을 읽었다", "나는 어제 도서관에서 책을 읽었어요"
 
@@ -100,9 +102,10 @@ def test_recipes_apply_in_place(tmp_path):
     for recipe, (src, tgt) in (("ko-en", ("ko", "en")), ("en-ko", ("en", "ko"))):
         apply_recipe(params_file, recipe)
         params = load_params(params_file)
-        assert (params.data.corpus, params.data.src, params.data.tgt) == ("custom", src, tgt)
-        assert params.data.custom["test"].src.url.endswith(f"flores200.devtest.{src}.gz")
-        assert sorted(params.data.custom) == ["test", "train"] and params.data.custom["train"].table is None
+        assert (params.data.corpus, params.data.custom, params.data.src, params.data.tgt) == (None, None, src, tgt)
+        assert [t.name for t in params.data.test] == ["flores200", "news", "jhe"]
+        assert params.data.test[0].files["ko"].mirror == "ko-en/flores200.devtest.ko.gz"
+        assert "open" in [t.name for t in params.data.train] and params.registry.model_name == f"nmt-{recipe}"
     text = params_file.read_text(encoding="utf-8")
     assert "# sample-ko-en (embedded, synthetic)" in text and text.count("\ndata:") == 1  # comments kept
     with pytest.raises(PipelineError, match="no recipe 'klingon'; the recipes are: en-ko, ko-en"):
@@ -118,3 +121,34 @@ def test_an_en_ko_run_is_scored_with_a_korean_tokenizer(tmp_path):
         stage.run(params, paths)
     scores = json.loads((paths.metrics / "eval.json").read_text())
     assert "tok:ko-mecab" in scores["bleu_signature"] and "nc:6|nw:0" in scores["chrf_signature"]
+
+
+def test_the_two_recipes_name_the_same_sources():
+    ko_en, en_ko = (yaml.safe_load((RECIPES / f"{r}.yaml").read_text(encoding="utf-8"))["data"]
+                    for r in ("ko-en", "en-ko"))
+    assert {k: v for k, v in ko_en.items() if k not in ("src", "tgt")} == \
+        {k: v for k, v in en_ko.items() if k not in ("src", "tgt")}
+
+
+@pytest.mark.skipif(not (SHARED / "corpora" / "ko-en").exists(), reason="../shared/corpora not present")
+def test_the_ko_en_recipe_runs_from_a_mirror_and_names_what_it_lacks(tmp_path, monkeypatch, caplog):
+    """The project's ../shared/corpora as a user's mirror, offline: open.train and the three test sets come from
+    it; every other source the recipe names is reported missing by name, in one line, and the run goes on."""
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text((ROOT / "params.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    apply_recipe(params_file, "ko-en")
+    params = load_params(params_file)
+    monkeypatch.setenv("NMT_DATA_MIRROR", str(SHARED / "corpora"))
+    monkeypatch.setenv("NMT_OFFLINE", "1")
+    with caplog.at_level(logging.WARNING, logger="pipeline.stages.download"):
+        got = download.run(params, Paths(tmp_path))
+    assert [(i["name"], i["lines"]) for i in got["sources"]["train"]] == [("open", 78125)]
+    assert [(i["name"], i["lines"]) for i in got["sources"]["test"]] == [("flores200", 1012), ("news", 2000),
+                                                                         ("jhe", 720)]
+    named = [s.name for s in params.data.train] + [params.data.valid.name]
+    missing = [m["name"] for m in got["missing"]]
+    assert sorted(missing) == sorted(set(named) - {"open"})
+    lines = [r.getMessage() for r in caplog.records]
+    for name in missing:
+        line, = [ln for ln in lines if ln.startswith(f"source '{name}' ")]
+        assert "\n" not in line and "missing, going on without it" in line

@@ -27,6 +27,8 @@ TEST = [
     ("우리는 학교에 갔다", "We went to school"),
 ]
 
+SECOND = [("우리는 학교에 갔다", "We went to school"), ("나는 책을 읽었다", "I read a book"), TRAIN[9]]
+
 
 def _write(path, lines):
     path.write_bytes("".join(line + "\n" for line in lines).encode("utf-8"))
@@ -40,7 +42,12 @@ def project(tmp_path_factory):
         for side, i, lang in (("src", 0, "ko"), ("tgt", 1, "en")):
             files.setdefault(split, {})[side] = {"url": str(root / f"{split}.{lang}")}
             _write(root / f"{split}.{lang}", [p[i] for p in pairs])
-    params = load_params(write_params(root, {"data": {"corpus": "custom", "custom": files},
+    second = {}
+    for i, lang in ((0, "ko"), (1, "en")):
+        second[lang] = {"url": str(root / f"second.{lang}")}
+        _write(root / f"second.{lang}", [p[i] for p in SECOND])
+    params = load_params(write_params(root, {"data": {"corpus": "custom", "custom": files, "test": [
+                                                 {"name": "second", "files": second, "licence": "CC0"}]},
                                              "train": {"epochs": 1}, "evaluate": {"beam_size": 2}}))
     paths = Paths(root)
     for stage in (download, clean, tokenizer, embed, build, train):
@@ -51,10 +58,10 @@ def project(tmp_path_factory):
 def test_the_corpus_test_split_is_scored_whole_against_its_own_references(project):
     params, paths = project
     report = json.loads((paths.metrics / "clean.json").read_text())
-    assert report["splits"]["test"] == len(TEST) and report["held_out"]["test"] == "corpus"
+    assert report["splits"]["test"] == len(TEST) and report["held_out"]["test"] == "given"
     test_sources = {s for s, _ in TEST}
     overlap = sum(s in test_sources for s, _ in TRAIN)  # TRAIN[7] at least
-    assert report["removed"]["train_source_in_test"] == overlap >= 1  # the overlap left train, not the test set
+    assert report["removed"]["train_source_in_test:custom"] == overlap >= 1  # the overlap left train, not the test set
     assert not test_sources & set((paths.clean / "train.ko").read_text(encoding="utf-8").splitlines())
     assert (paths.original / "test.en").read_bytes() == (paths.root / "test.en").read_bytes()
     assert (paths.original / "test.ko").read_bytes() == (paths.root / "test.ko").read_bytes()
@@ -69,6 +76,35 @@ def test_the_corpus_test_split_is_scored_whole_against_its_own_references(projec
     for name in ("bleu", "chrf", "chrfpp"):
         assert metrics[f"{name}_ci"] >= 0 and "bs:1000" in metrics[f"{name}_signature"]
     assert "nw:2" in metrics["chrfpp_signature"]
+
+
+def test_every_test_set_is_scored_and_promotion_names_the_judged_one(project):
+    from pipeline.stages import promote
+    from pipeline.tracking import connect
+
+    params, paths = project
+    metrics = json.loads((paths.metrics / "eval.json").read_text()) if (paths.metrics / "eval.json").exists() \
+        else evaluate.run(params, paths)
+    assert list(metrics["test_sets"]) == ["custom", "second"] and metrics["judged_on"] == "custom"
+    hyps = (paths.reports / "tests" / "second.hyp").read_text(encoding="utf-8").splitlines()
+    second = metrics["test_sets"]["second"]
+    assert second["pairs"] == len(SECOND) == len(hyps)
+    assert second["bleu"] == round(sacrebleu.corpus_bleu(hyps, [[t for _, t in SECOND]]).score, 2)
+    assert {"bleu_ci", "chrf_ci", "chrfpp_ci", "bleu_signature"} <= set(second)
+    assert metrics["test_sets"]["custom"]["bleu"] == metrics["bleu"]
+    report = json.loads((paths.metrics / "clean.json").read_text())
+    assert report["removed"]["train_source_in_test:second"] == 1  # TRAIN[9]
+    client = connect(paths.root).MlflowClient()
+    run = client.get_run(json.loads((paths.model / "run.json").read_text())["run_id"])
+    for name in ("custom", "second"):
+        assert run.data.metrics[f"test/{name}/bleu"] == metrics["test_sets"][name]["bleu"]
+        assert f"test/{name}/chrf_ci" in run.data.metrics
+    version = client.get_model_version(metrics["model_name"], metrics["model_version"])
+    assert version.tags["judged_on"] == "custom" and version.tags["test_sets"] == "custom,second"
+    card = (paths.reports / "model_card.md").read_text(encoding="utf-8")
+    assert "| second |" in card and "CC0" in card and "custom (judged)" in card
+    decision = promote.run(params, paths)
+    assert decision["test_set"] == "custom" and decision["reason"].startswith("on test set custom: ")
 
 
 def test_the_model_input_is_prepared_as_translate_prepares_it(project):
@@ -90,6 +126,17 @@ def _degraded(n: int, seed: int) -> list[str]:
     """A system that loses the last two words of ``n`` references picked at random (by ``seed``)."""
     picked = set(random.Random(seed).sample(range(len(REFS)), n))
     return [" ".join(r.split()[:-2]) if i in picked else r for i, r in enumerate(REFS)]
+
+
+def test_a_model_that_outputs_almost_nothing_still_gets_scores_and_intervals():
+    """sacrebleu's own chrF bootstrap raises TypeError on this (a resample with no hypothesis n-gram)."""
+    references = [f"sentence number {i} is here" for i in range(30)]
+    hypotheses = ["sentence"] + [""] * 29
+    with pytest.raises(TypeError):
+        sacrebleu.CHRF().corpus_score(hypotheses, [references], n_bootstrap=1000)
+    scores = corpus_scores(hypotheses, references, "en")
+    assert scores["chrf"] == round(sacrebleu.corpus_chrf(hypotheses, [references]).score, 2) > 0
+    assert 0 < scores["chrf_ci"] < scores["chrf"] * 3 and scores["bleu_ci"] == 0.0
 
 
 def test_a_candidate_better_by_noise_is_not_promoted():

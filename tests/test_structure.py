@@ -153,8 +153,8 @@ def test_paths_and_dvc_yaml_name_the_same_outputs():
     outs = {ROOT / (next(iter(o)) if isinstance(o, dict) else o)
             for s in _stages().values() for kind in ("outs", "metrics") for o in s.get(kind, [])}
     folders = {f"{role} {name}": getattr(Paths(ROOT, role), name) for role in ("teacher", "student")
-               for name in ("raw", "clean", "tokenizer", "embeddings", "dataset", "model", "metrics", "reports",
-                            "curves", "ct2")}
+               for name in ("raw", "backtranslated", "clean", "tokenizer", "embeddings", "dataset", "model",
+                            "metrics", "reports", "curves", "ct2")}
     folders.pop("teacher ct2")  # only the student is exported by evaluate
     assert all(any(o == f or f in o.parents for f in folders.values()) for o in outs), outs
     assert [n for n, f in folders.items() if not any(o == f or f in o.parents for o in outs)] == []

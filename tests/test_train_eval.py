@@ -211,6 +211,13 @@ def test_changed_params_do_not_resume_a_stale_checkpoint(tiny_project, tmp_path,
     assert "another params/data run; starting afresh" in caplog.text
 
 
+def test_a_step_budget_stops_after_that_many_steps(tiny_project, tmp_path):
+    _, base = tiny_project
+    params, paths = _copy_project(base, tmp_path / "p", {"train": {"epochs": 50, "max_steps": 7}})
+    metrics = train.run(params, paths)
+    assert metrics["steps"] == 7 and metrics["epochs"] >= 1
+
+
 _DISTRIBUTED = {"model": {"dropout": 0.0}, "train": {"epochs": 2, "checkpoint_every": 1000}}
 
 

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     except PipelineError as exc:
         print(f"error: serve-model: {exc}", file=sys.stderr)
         sys.exit(1)
-    name = model_name(params.data.corpus, params.data.src, params.data.tgt, params.registry.model_name)
+    name = model_name(params.data.name, params.data.src, params.data.tgt, params.registry.model_name)
     uri = args.model or f"models:/{name}@champion"
     bin_dir = str(Path(sys.executable).parent)
     env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri(root), PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")

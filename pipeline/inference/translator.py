@@ -35,6 +35,7 @@ class Translator:
                  max_src_len: int, decoding: Decoding):
         self.model, self.src_tok, self.tgt_tok = model, src_tok, tgt_tok
         self.preprocessing, self.decoding = preprocessing, decoding
+        self.languages: tuple[str | None, str | None] = (None, None)  # (source, target) as the model file says
         limit = model.max_length()  # a Transformer cannot read or write past its positions
         self.max_src_len = min(max_src_len, limit) if limit else max_src_len
 
@@ -45,8 +46,10 @@ class Translator:
         if "src_tokenizer" not in blob:
             raise PipelineError(f"{path} has no tokenizers inside (an older model file); rerun the train stage")
         preprocessing = Preprocessing(blob["normalize"], blob.get("strip_markup", False), blob["korean_morphemes"])
-        return cls(model.eval(), tokenizer_from_json(blob["src_tokenizer"]), tokenizer_from_json(blob["tgt_tokenizer"]),
-                   preprocessing, blob["max_len"], decoding or Decoding())
+        tokenizers = tokenizer_from_json(blob["src_tokenizer"]), tokenizer_from_json(blob["tgt_tokenizer"])
+        translator = cls(model.eval(), *tokenizers, preprocessing, blob["max_len"], decoding or Decoding())
+        translator.languages = (blob.get("src_lang"), blob.get("tgt_lang"))
+        return translator
 
     def with_decoding(self, **changes) -> Translator:
         """The same translator with other decoding settings (a per-request beam, say)."""

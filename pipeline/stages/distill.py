@@ -18,29 +18,21 @@ never held whole; the outputs move into place only once every chunk is there.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import torch
-from tqdm import tqdm
 
 from pipeline.cli import run_command, stage_main
-from pipeline.common import PipelineError, atomic_file, read_lines, sha256_of, stage_outputs
+from pipeline.common import PipelineError, sha256_of, stage_outputs
 from pipeline.config import Params, Paths
 from pipeline.decoding import from_params
 from pipeline.device import choose_device
+from pipeline.inference.corpus import CHUNK, translate_in_chunks
 from pipeline.inference.ensemble import ensemble_translator
 from pipeline.inference.translator import Translator
 
 log = logging.getLogger(__name__)
-
-CHUNK = 2000  # sentences per saved chunk: a few minutes of a CPU's work at most
-
 
 def teacher(params: Params, paths: Paths) -> tuple[Translator, dict[str, str]]:
     """The teacher's translator (the model, or the ensemble of it and ``distill.ensemble``) and its members'
@@ -59,39 +51,6 @@ def teacher(params: Params, paths: Paths) -> tuple[Translator, dict[str, str]]:
     if others:
         return ensemble_translator(model, others, device, decoding), members
     return Translator.from_file(model, device, decoding), members
-
-
-def chunks_of(path: Path, size: int) -> Iterator[list[str]]:
-    """The file's lines, ``size`` at a time: a corpus of any length is never held whole."""
-    with open(path, encoding="utf-8") as fh:
-        while part := [line.rstrip("\n") for line in itertools.islice(fh, size)]:
-            yield part
-
-
-def translate_in_chunks(translator: Translator, source: Path, folder: Path) -> Iterator[tuple[list[str], list[str]]]:
-    """Each chunk of ``source``'s lines with its translations; every chunk's translations are saved in ``folder``
-    and reused when they are there, so an interrupted run resumes at its first missing chunk."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(source, encoding="utf-8") as fh:
-        total = sum(1 for _ in fh)
-    start, done, done_before = time.perf_counter(), 0, 0
-    for n, part in enumerate(tqdm(chunks_of(source, CHUNK), desc="distill", unit="chunk", total=-(-total // CHUNK),
-                                  disable=None)):
-        saved = folder / f"{n:06d}.txt"
-        done += len(part)
-        if saved.exists() and len(lines := read_lines(saved)) == len(part):
-            done_before += len(part)
-            yield part, lines
-            continue
-        with torch.inference_mode():
-            lines = translator.translate(part, prepared=True)  # train's sources are as clean wrote them
-        with atomic_file(saved, encoding="utf-8") as fh:
-            fh.writelines(line + "\n" for line in lines)
-        rate = (done - done_before) / max(time.perf_counter() - start, 1e-9)
-        # the flow draws train's "progress" lines as a bar: the same format here
-        log.info("progress %5.1f%% | %d/%d sentences | %.1f sentences/s | %.0f min left",
-                 100 * done / total, done, total, rate, (total - done) / max(rate, 1e-9) / 60)
-        yield part, lines
 
 
 def run(params: Params, paths: Paths) -> dict:
@@ -113,7 +72,8 @@ def run(params: Params, paths: Paths) -> dict:
         out = outputs.dir(student.clean)
         with open(out / f"train.{src}", "w", encoding="utf-8") as fs, \
                 open(out / f"train.{tgt}", "w", encoding="utf-8") as ft:
-            for part, hypotheses in translate_in_chunks(translator, train, paths.checkpoints / "distill" / key):
+            for part, hypotheses in translate_in_chunks(translator, train, paths.checkpoints / "distill" / key,
+                                                        "distill", prepared=True):
                 kept = [(s, h) for s, h in zip(part, hypotheses, strict=True) if h.strip()]
                 fs.writelines(s + "\n" for s, _ in kept)
                 ft.writelines(h + "\n" for _, h in kept)

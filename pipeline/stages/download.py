@@ -1,11 +1,13 @@
-"""Stage ``download``: materialise the configured corpus as line-aligned text in ``data/raw/``.
+"""Stage ``download``: every source of the run, as line-aligned text in ``data/raw/`` (``pipeline.raw``).
 
-Every source kind ends in the same place: ``data/raw/<split>.<lang>`` (UTF-8, one sentence per
-line) plus ``manifest.json`` (where each file came from, its sha256 and line count). Files are
-fetched through ``pipeline.fetch`` (cache, revalidation, resume, retries, mirror, checksums, safe
-archives); the new ``data/raw/`` is built in a temp directory and swapped in only when every split
-is complete and both sides have the same number of lines, so a failure leaves the previous
-``data/raw/`` untouched.
+The run's sources are the corpus's own splits (``data.corpus``) and the lists ``data.train``, ``data.valid``
+and ``data.test`` (``plan``); each is fetched by the function of its kind (``FETCH``: a registry corpus, HF
+datasets, a sacrebleu test set, files or a table), through ``pipeline.fetch`` (cache, revalidation, resume,
+retries, ``NMT_DATA_MIRROR``, checksums, safe archives). ``manifest.json`` records where each came from, its
+sha256, licence and line count. A source marked ``optional`` that cannot be had (not in the mirror while
+offline, upstream unreachable) is left out with one line and listed under ``missing``; any other failure stops
+the stage. The new ``data/raw/`` is built in a temp directory and swapped in only when every source is complete
+and line-aligned, so a failure leaves the previous ``data/raw/`` untouched.
 
 DVC runs this stage on every ``repro`` (``always_changed`` in dvc.yaml): it is how a scheduled run
 notices new data upstream. Its output depends only on the content it reads (no dates, no ETags), so
@@ -19,29 +21,18 @@ import csv
 import itertools
 import logging
 import os
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline import corpora
+from pipeline import corpora, raw
 from pipeline.cli import run_command, stage_main
-from pipeline.common import PipelineError, stage_outputs, write_json
-from pipeline.config import Data, FileSource, Params, Paths, SplitSource, TableSource
+from pipeline.common import PipelineError, TransientError, stage_outputs
+from pipeline.config import Data, FileSource, Params, Paths, Source, TableSource
 from pipeline.corpora import registry, sample_ko_en
-from pipeline.fetch import CorruptFileError, evict, fetch, mirrored, read_lines
+from pipeline.fetch import CorruptFileError, evict, fetch_mirrored, is_archive, mirror_of, offline_env, read_lines
 
 log = logging.getLogger(__name__)
-
-
-def _write_pairs(out: Path, split: str, src: str, tgt: str, pairs: Iterable[tuple[str, str]]) -> int:
-    n = 0
-    with open(out / f"{split}.{src}", "w", encoding="utf-8") as fs, \
-            open(out / f"{split}.{tgt}", "w", encoding="utf-8") as ft:
-        for s, t in pairs:
-            # a sentence must stay on one line, or the sides fall out of step
-            fs.write(s.replace("\n", " ").replace("\r", " ") + "\n")
-            ft.write(t.replace("\n", " ").replace("\r", " ") + "\n")
-            n += 1
-    return n
 
 
 def _aligned(src: Iterator[str], tgt: Iterator[str], src_name: str, tgt_name: str) -> Iterator[tuple[str, str]]:
@@ -53,10 +44,13 @@ def _aligned(src: Iterator[str], tgt: Iterator[str], src_name: str, tgt_name: st
         yield s, t
 
 
-def _get(f: FileSource, offline: bool, corpus: str | None = None) -> tuple[Path, dict]:
-    url = mirrored(f.url, corpus) if corpus else f.url
-    path, digest = fetch(url, f.sha256, offline=offline)
-    return path, {"url": url, "sha256": digest, **({"member": f.member} if f.member else {})}
+def _get(f: FileSource, offline: bool, folder: str) -> tuple[Path, dict]:
+    """The file, from the mirror when it holds it; and what the manifest says of it. A mirror may hold the
+    member of an archive itself: then there is no member to pick."""
+    path, digest, url = fetch_mirrored(f.url, f.sha256, mirror_of(f.url, f.mirror, folder), offline=offline)
+    member = f.member if url == f.url or is_archive(path) else None
+    return path, {"url": url, "sha256": digest, **({"upstream": f.url} if url != f.url else {}),
+                  **({"member": member} if member else {})}
 
 
 @contextlib.contextmanager
@@ -93,36 +87,6 @@ def _table_pairs(path: Path, t: TableSource, source: str, dropped: list[int]) ->
         yield row[s_col], row[t_col]
 
 
-def _custom_split(data: Data, split: str, spec: SplitSource, out: Path) -> dict:
-    if spec.table:
-        path, info = _get(spec.table, data.offline)
-        dropped = [0]
-        with _evicting(path):
-            rows = _table_pairs(path, spec.table, spec.table.url, dropped)
-            lines = _write_pairs(out, split, data.src, data.tgt, rows)
-        if dropped[0]:
-            log.warning("%s: skipped %d blank or short row(s)", spec.table.url, dropped[0])
-        return {"table": info, "lines": lines, **({"dropped_rows": dropped[0]} if dropped[0] else {})}
-    assert spec.src and spec.tgt
-    (sp, s_info), (tp, t_info) = _get(spec.src, data.offline), _get(spec.tgt, data.offline)
-    pairs = _aligned(read_lines(sp, spec.src.member, spec.src.url), read_lines(tp, spec.tgt.member, spec.tgt.url),
-                     spec.src.url, spec.tgt.url)
-    with _evicting(sp, tp):
-        lines = _write_pairs(out, split, data.src, data.tgt, pairs)
-    return {data.src: s_info, data.tgt: t_info, "lines": lines}
-
-
-def _registry_split(data: Data, split: str, files: dict[str, registry.RemoteFile], out: Path) -> dict:
-    got = {lang: _get(FileSource(url=f.url, sha256=f.sha256, member=f.member), data.offline, data.corpus)
-           for lang, f in files.items()}
-    (sp, s_info), (tp, t_info) = got[data.src], got[data.tgt]
-    pairs = _aligned(read_lines(sp, s_info.get("member"), s_info["url"]),
-                     read_lines(tp, t_info.get("member"), t_info["url"]), s_info["url"], t_info["url"])
-    with _evicting(sp, tp):
-        lines = _write_pairs(out, split, data.src, data.tgt, pairs)
-    return {data.src: s_info, data.tgt: t_info, "lines": lines}
-
-
 def _dig(row: dict, path: str, name: str) -> str:
     value: object = row
     for key in path.split("."):
@@ -133,65 +97,190 @@ def _dig(row: dict, path: str, name: str) -> str:
     return str(value)
 
 
-def _hf_splits(data: Data, out: Path) -> dict:
-    if data.offline:
+Pairs = Iterator[tuple[str, str]]
+
+
+def _files_pairs(data: Data, source: Source, split: str, info: dict) -> Pairs:
+    assert source.files
+    (sp, s_info), (tp, t_info) = (_get(source.files[lang], data.offline, source.name) for lang in (data.src, data.tgt))
+    info |= {data.src: s_info, data.tgt: t_info}
+    with _evicting(sp, tp):
+        yield from _aligned(read_lines(sp, s_info.get("member"), s_info["url"]),
+                            read_lines(tp, t_info.get("member"), t_info["url"]), s_info["url"], t_info["url"])
+
+
+def _table_source_pairs(data: Data, source: Source, split: str, info: dict) -> Pairs:
+    assert source.table
+    path, info["table"] = _get(source.table, data.offline, source.name)
+    dropped = [0]
+    with _evicting(path):
+        yield from _table_pairs(path, source.table, source.table.url, dropped)
+    if dropped[0]:
+        log.warning("%s: skipped %d blank or short row(s)", source.table.url, dropped[0])
+        info["dropped_rows"] = dropped[0]
+
+
+def _registry_pairs(data: Data, source: Source, split: str, info: dict) -> Pairs:
+    assert source.corpus
+    files = registry.CORPORA[source.corpus].files
+    if split not in files:
+        raise PipelineError(f"corpus '{source.corpus}' has no {split} split (it has {', '.join(files)})")
+    got = {lang: _get(FileSource(url=f.url, sha256=f.sha256, member=f.member), data.offline, source.corpus)
+           for lang, f in files[split].items()}
+    (sp, info[data.src]), (tp, info[data.tgt]) = got[data.src], got[data.tgt]
+    with _evicting(sp, tp):
+        yield from _aligned(read_lines(sp, info[data.src].get("member"), info[data.src]["url"]),
+                            read_lines(tp, info[data.tgt].get("member"), info[data.tgt]["url"]),
+                            info[data.src]["url"], info[data.tgt]["url"])
+
+
+def _hf_pairs(data: Data, source: Source, split: str, info: dict) -> Pairs:
+    if data.offline or offline_env():
         os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
     from datasets import get_dataset_split_names, load_dataset
 
-    name, _, config = data.corpus.removeprefix("hf:").partition(":")
+    assert source.corpus
+    name, _, config = source.corpus.removeprefix("hf:").partition(":")
     src_col = data.hf.src_column or f"translation.{data.src}"
     tgt_col = data.hf.tgt_column or f"translation.{data.tgt}"
+    hf_split = data.hf.splits.get(split, split) if source.split is None else source.split
     try:
         available = get_dataset_split_names(name, config or None)
     except Exception as exc:  # datasets raises many types for a missing/unreachable dataset
-        raise PipelineError(f"{data.corpus}: cannot load it with HF datasets ({type(exc).__name__}: {exc})") from None
-    splits = {}
-    for split, hf_split in data.hf.splits.items():
-        if hf_split not in available:
-            continue
-        ds = load_dataset(name, config or None, split=hf_split)
-        pairs = ((_dig(r, src_col, data.corpus), _dig(r, tgt_col, data.corpus)) for r in ds)
-        splits[split] = {"dataset": data.corpus, "split": hf_split,
-                         "lines": _write_pairs(out, split, data.src, data.tgt, pairs)}
-    if "train" not in splits:
-        raise PipelineError(f"{data.corpus}: no '{data.hf.splits.get('train')}' split (has {available}); "
-                            "set data.hf.splits")
-    return splits
+        raise TransientError(f"{source.corpus}: cannot load it with HF datasets ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if hf_split not in available:
+        raise PipelineError(f"{source.corpus}: no '{hf_split}' split (has {available}); set data.hf.splits "
+                            f"or the source's split")
+    info |= {"dataset": source.corpus, "split": hf_split}
+    for row in load_dataset(name, config or None, split=hf_split):
+        yield _dig(row, src_col, source.corpus), _dig(row, tgt_col, source.corpus)
 
 
-def _sample_splits(data: Data, out: Path) -> dict:
+def _sacrebleu_pairs(data: Data, source: Source, split: str, info: dict) -> Pairs:
+    """A test set as sacrebleu downloads it (into its own cache, ``$SACREBLEU``): source and first reference."""
+    from sacrebleu.dataset import DATASETS
+
+    assert source.sacrebleu
+    name, _, pair = source.sacrebleu.partition(":")
+    pair = pair or f"{data.src}-{data.tgt}"
+    if name not in DATASETS or pair not in DATASETS[name].langpairs:
+        raise PipelineError(f"sacrebleu has no test set {name} for {pair} (`sacrebleu --list -t {name}`)")
+    dataset = DATASETS[name]
+    fields = dataset.fieldnames(pair)
+    # the source and first reference; sacrebleu's get_files would download again for a missing docid file
+    wanted = [Path(dataset._get_txt_file_path(pair, field)) for field in ("src", fields[1])]
+    if not all(f.exists() for f in wanted):
+        if data.offline or offline_env():
+            raise PipelineError(f"sacrebleu test set {name} ({pair}): not in sacrebleu's cache ({wanted[0].parent}) "
+                                "and offline mode is on")
+        try:
+            dataset.get_files(pair)
+        except (Exception, SystemExit) as exc:  # sacrebleu exits on a failed download
+            raise TransientError(f"sacrebleu test set {name} ({pair}): cannot download it ({exc})") from None
+    info |= {"sacrebleu": name, "langpair": pair, "url": dataset.data[0] if dataset.data else None}
+    yield from _aligned(read_lines(wanted[0]), read_lines(wanted[1]), str(wanted[0]), str(wanted[1]))
+
+
+def _sample_pairs(data: Data, source: Source, split: str, info: dict) -> Pairs:
+    info |= {"generator": corpora.SAMPLE, "seed": data.seed}
     pairs = sample_ko_en.generate(data.sample_pairs, data.seed)
-    if data.src == "en":
-        pairs = ((e, k) for k, e in pairs)
-    return {"train": {"generator": corpora.SAMPLE, "seed": data.seed,
-                      "lines": _write_pairs(out, "train", data.src, data.tgt, pairs)}}
+    yield from (((e, k) for k, e in pairs) if data.src == "en" else pairs)
 
 
-def _custom_splits(data: Data, out: Path) -> dict:
-    assert data.custom is not None  # the params model checks it
-    return {split: _custom_split(data, split, spec, out) for split, spec in data.custom.items()}
+# one function per kind of source (``Source.kind``): each yields the (source, target) pairs of one split
+FETCH = {"sample": _sample_pairs, "registry": _registry_pairs, "hf": _hf_pairs, "sacrebleu": _sacrebleu_pairs,
+         "files": _files_pairs, "table": _table_source_pairs}
 
 
-def _registry_splits(data: Data, out: Path) -> dict:
-    corpus = registry.CORPORA[data.corpus]
-    return {split: _registry_split(data, split, files, out) for split, files in corpus.files.items()}
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9_.-]+", "-", name.lower()).strip("-")
 
 
-FETCH = {"sample": _sample_splits, "custom": _custom_splits, "hf": _hf_splits, "registry": _registry_splits}
+def _corpus_sources(data: Data) -> dict[str, Source]:
+    """The single corpus of ``data.corpus`` as a source per split it has."""
+    if data.corpus is None:
+        return {}
+    name, kind = _slug(data.corpus), corpora.kind(data.corpus)
+    if kind == "custom":
+        assert data.custom is not None  # the params model checks it
+        return {split: Source(name=name, table=spec.table) if spec.table else Source(
+                    name=name, files={data.src: spec.src, data.tgt: spec.tgt}) for split, spec in data.custom.items()}
+    if kind == "registry":
+        splits = list(registry.CORPORA[data.corpus].files)
+    else:
+        splits = ["train"] if kind == "sample" else list(data.hf.splits)
+    # an HF dataset may lack a valid or test split: then one is carved out of train, as before
+    return {split: Source(name=name, corpus=data.corpus, optional=kind == "hf" and split != "train")
+            for split in splits}
+
+
+def plan(data: Data) -> dict[str, list[Source]]:
+    """Every source of the run by role, in order: the corpus's own split first, then the lists'."""
+    own = _corpus_sources(data)
+    roles = {"train": [own["train"]] if "train" in own else [],
+             "valid": [data.valid] if data.valid else [own["valid"]] if "valid" in own else [],
+             "test": [own["test"]] if "test" in own else []}
+    roles["train"] += data.train
+    roles["test"] += data.test
+    roles["mono"] = list(data.monolingual)
+    for role, sources in roles.items():
+        names = [s.name for s in sources]
+        if len(set(names)) != len(names):
+            raise PipelineError(f"params.yaml: data.{role}: a source is named '{data.corpus}' like the corpus; "
+                                "rename it")
+    return roles
+
+
+def _mono_lines(data: Data, source: Source, info: dict) -> Iterator[str]:
+    """Monolingual target-language text: its one file, or the target side of a corpus's train split."""
+    if source.files is None:
+        yield from (t for _, t in FETCH[source.kind](data, source, source.split or "train", info))
+        return
+    path, info[data.tgt] = _get(source.files[data.tgt], data.offline, source.name)
+    with _evicting(path):
+        yield from read_lines(path, info[data.tgt].get("member"), info[data.tgt]["url"])
+
+
+def _fetch_one(data: Data, role: str, source: Source, out: Path) -> dict:
+    info: dict = {"name": source.name, "kind": source.kind}
+    if role == "mono":
+        info["lines"] = raw.write_lines(out, role, source.name, data.tgt, _mono_lines(data, source, info))
+    else:
+        pairs = FETCH[source.kind](data, source, source.split or role, info)
+        info["lines"] = raw.write_pairs(out, role, source.name, data.src, data.tgt, pairs)
+    if info["lines"] == 0:
+        raise PipelineError(f"source '{source.name}' ({role}): no pairs")
+    provenance = {"licence": source.licence, "homepage": source.homepage}
+    info |= {k: v for k, v in provenance.items() if v} | ({"weight": source.weight} if role == "train" else {})
+    return info | ({"tag": source.tag} if source.tag else {})
 
 
 def run(params: Params, paths: Paths) -> dict:
-    """Download (or generate) the corpus into data/raw/: one function per kind of corpus (``FETCH``)."""
+    """Download (or generate) every source of the run into data/raw/: one function per kind (``FETCH``)."""
     data = params.data
+    roles, missing = plan(data), []
+    fetched: dict[str, list[dict]] = {role: [] for role in raw.ROLES}
     with stage_outputs() as outputs:
         out = outputs.dir(paths.raw)
-        splits = FETCH[corpora.kind(data.corpus)](data, out)
-        for split, info in splits.items():
-            if info["lines"] == 0:
-                raise PipelineError(f"{data.corpus}: the {split} split is empty")
-        write_json(out / "manifest.json", {"corpus": data.corpus, "src": data.src, "tgt": data.tgt, "splits": splits})
-    log.info("corpus %s: %s", data.corpus, ", ".join(f"{s} {i['lines']} pairs" for s, i in splits.items()))
-    return splits
+        for role, sources in roles.items():
+            for source in sources:
+                try:
+                    fetched[role].append(_fetch_one(data, role, source, out))
+                except PipelineError as exc:
+                    if not source.optional:
+                        raise
+                    for f in raw.files(out, role, source.name, data.src, data.tgt):
+                        f.unlink(missing_ok=True)
+                    log.warning("source '%s' (%s) is missing, going on without it: %s", source.name, role, exc)
+                    missing.append({"name": source.name, "role": role, "why": str(exc)})
+        if not fetched["train"]:
+            raise PipelineError(f"no train source could be had ({'; '.join(m['name'] for m in missing)}); "
+                                "see docs/data.md for a mirror")
+        raw.write_manifest(out, data.src, data.tgt, fetched, missing)
+    log.info("download: %s", "; ".join(f"{role} " + ", ".join(f"{i['name']} {i['lines']} pairs" for i in infos)
+                                       for role, infos in fetched.items() if infos))
+    return {"sources": fetched, "missing": missing}
 
 
 def main() -> None:

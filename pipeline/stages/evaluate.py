@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from pipeline import model_card
 from pipeline.cli import run_command, stage_main
 from pipeline.common import Outputs, PipelineError, read_lines, stage_outputs, write_json
 from pipeline.config import Params, Paths
@@ -40,7 +41,7 @@ from pipeline.device import choose_device
 from pipeline.inference.serving import log_translator, model_name
 from pipeline.inference.translator import Translator
 from pipeline.scoring import corpus_scores, files_digest
-from pipeline.tracking import TEST_HYPOTHESES, connect
+from pipeline.tracking import MODEL_CARD, TEST_HYPOTHESES, connect
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +92,11 @@ def heatmap(attention: dict):
 
 
 def _log_and_register(params: Params, paths: Paths, scores: dict, signatures: dict[str, str], samples: str,
-                      hypotheses: list[str], translator: Translator, shown: list[tuple[str, dict | None]],
-                      test_data: str, example: str, ct2: tuple[Path, str] | None) -> dict:
-    """Scores, hypotheses, samples, heatmaps and the servable model go into the training's MLflow run; the
-    model is registered as a new version. Returns where it was registered (empty when the run is elsewhere)."""
+                      hypotheses: dict[str, list[str]], translator: Translator, shown: list[tuple[str, dict | None]],
+                      test_data: str, example: str, ct2: tuple[Path, str] | None, card: tuple[dict, dict]) -> dict:
+    """Scores, hypotheses, samples, heatmaps, provenance, the model card and the servable model go into the
+    training's MLflow run; the model is registered as a new version. Returns where it was registered (empty
+    when the run is elsewhere)."""
     run_id = json.loads((paths.model / "run.json").read_text())["run_id"]
     mlflow = connect(paths.root)
     try:
@@ -103,25 +105,34 @@ def _log_and_register(params: Params, paths: Paths, scores: dict, signatures: di
         log.warning("training run %s is not in %s; scores are in metrics/eval.json only, nothing registered",
                     run_id, mlflow.get_tracking_uri())
         return {}
-    name = model_name(params.data.corpus, params.data.src, params.data.tgt, params.registry.model_name)
+    name = model_name(params.data.name, params.data.src, params.data.tgt, params.registry.model_name)
     if paths.role != "teacher":  # the student is a model of its own, with its own @champion
         name += f"-{paths.role}"
     decoding = json.dumps(translator.decoding.to_dict())
+    sources, test_sets = card
+    judged = next(iter(test_sets))
+    provenance = {"judged_on": judged, "test_sets": ",".join(test_sets), "licences": model_card.licences(sources)}
     with mlflow.start_run(run_id=run_id):
         logged = log_translator(mlflow, paths.model / "model.pt", translator.decoding, example, ct2)
         mlflow.log_metrics(scores, model_id=logged.model_id)  # on the run, and linked to the logged model
-        mlflow.set_tags({"decoding": decoding, "test_data": test_data, **signatures})
-        mlflow.log_text("".join(h + "\n" for h in hypotheses), TEST_HYPOTHESES)
+        mlflow.set_tags({"decoding": decoding, "test_data": test_data, **signatures, **provenance})
+        mlflow.log_text("".join(h + "\n" for h in hypotheses[judged]), TEST_HYPOTHESES)
+        for test_set, hyps in hypotheses.items():
+            mlflow.log_text("".join(h + "\n" for h in hyps), f"evaluation/tests/{test_set}.hyp")
         mlflow.log_text(samples, "samples.tsv")
+        mlflow.log_dict(sources, "data/sources.json")
         for i, (_, attention) in enumerate(shown):
             if attention is not None:
                 mlflow.log_figure(heatmap(attention), f"attention/test-{i:02d}.png")
         version = mlflow.register_model(logged.model_uri, name, tags={
             "test_data": test_data, **{k: str(v) for k, v in scores.items()}, "run_id": run_id,
-            "decoding": decoding, **signatures})
+            "decoding": decoding, **signatures, **provenance})
+        text = model_card.render(name, str(version.version), sources, test_sets, translator.decoding.to_dict(),
+                                 "ctranslate2-" + ct2[1] if ct2 else "torch")
+        mlflow.log_text(text, MODEL_CARD)
     log.info("registered %s version %s (%s)", name, version.version, logged.model_uri)
     return {"model_name": name, "model_version": str(version.version),
-            "model_uri": f"models:/{name}/{version.version}"}
+            "model_uri": f"models:/{name}/{version.version}", "model_card": text}
 
 
 def engine(params: Params, paths: Paths, translator: Translator, outputs: Outputs
@@ -145,52 +156,95 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def test_sets(paths: Paths, src: str, tgt: str) -> dict[str, tuple[Path, list[str], list[str]]]:
+    """The run's test sets as downloaded, in order (the first is judged): name -> (reference file, sources,
+    references)."""
+    if not paths.sources.exists():
+        raise PipelineError(f"{paths.sources} not found; run the clean stage first")
+    sets = {}
+    for name in [t["name"] for t in json.loads(paths.sources.read_text(encoding="utf-8"))["test"]]:
+        files = paths.test_set(name, src), paths.test_set(name, tgt)
+        for f in files:
+            if not f.exists():
+                raise PipelineError(f"{f} not found; run the clean stage first")
+        sets[name] = (files[1], read_lines(files[0]), read_lines(files[1]))
+        if not sets[name][1]:
+            raise PipelineError(f"{files[0]} is empty: the test set {name} has no sentences to translate")
+    return sets
+
+
+def _translate(translator: Translator, sources: list[str], what: str) -> tuple[list[str], float]:
+    hypotheses: list[str] = []
+    tic = time.perf_counter()
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(sources), CHUNK), desc=f"translate {what}", unit="chunk", disable=None):
+            hypotheses += translator.translate(sources[start:start + CHUNK])
+    return hypotheses, time.perf_counter() - tic
+
+
+def _samples(sources: list[str], references: list[str], hypotheses: list[str], n: int) -> str:
+    table = io.StringIO(newline="")
+    writer = csv.writer(table, delimiter="\t")
+    writer.writerow(["source", "reference", "hypothesis"])
+    writer.writerows(zip(sources[:n], references[:n], hypotheses[:n], strict=True))
+    return table.getvalue()
+
+
 def run(params: Params, paths: Paths) -> dict:
-    """Translate the test sources as downloaded and score them against the references as downloaded
-    (data/clean/original/test.*); log and register the servable model."""
-    cfg = params.evaluate
-    files = [paths.original / f"test.{params.data.src}", paths.original / f"test.{params.data.tgt}"]
-    for f in files:
-        if not f.exists():
-            raise PipelineError(f"{f} not found; run the clean stage first")
-    sources, references = read_lines(files[0]), read_lines(files[1])
-    if not sources:
-        raise PipelineError(f"{files[0]} is empty: the corpus has no test sentences to translate")
+    """Translate every test set as downloaded and score it against its references as downloaded
+    (data/clean/original/tests/*); log and register the servable model. The first test set is the judged one:
+    its scores are the top-level ones (and promotion's)."""
+    cfg, src, tgt = params.evaluate, params.data.src, params.data.tgt
+    sets = test_sets(paths, src, tgt)
     translator = Translator.from_file(paths.model / "model.pt", str(choose_device(params.train.device)),
                                       from_params(params))
+    sources_info = json.loads(paths.sources.read_text(encoding="utf-8"))
     with stage_outputs() as outputs:  # in place only once MLflow has the scores and the model too
         translator, ct2 = engine(params, paths, translator, outputs)
-        hypotheses: list[str] = []
-        tic = time.perf_counter()
-        with torch.inference_mode():
-            for start in tqdm(range(0, len(sources), CHUNK), desc="translate test", unit="chunk", disable=None):
-                hypotheses += translator.translate(sources[start:start + CHUNK])
-        seconds = time.perf_counter() - tic
-        scored = corpus_scores(hypotheses, references, params.data.tgt, f"{files[1]}")
+        scored_sets: dict[str, dict] = {}
+        hypotheses: dict[str, list[str]] = {}
+        seconds = 0.0
+        for name, (reference_file, sources, references) in sets.items():
+            hypotheses[name], took = _translate(translator, sources, name)
+            seconds += took
+            scored_sets[name] = {**corpus_scores(hypotheses[name], references, tgt, f"{reference_file}"),
+                                 "pairs": len(sources), "test_data": files_digest(
+                                     [paths.test_set(name, src), reference_file]),
+                                 **({"judged": True} if not scored_sets else {})}
+        judged = next(iter(sets))
+        scored = {k: v for k, v in scored_sets[judged].items() if k not in ("pairs", "test_data", "judged")}
         scores = {k: v for k, v in scored.items() if not isinstance(v, str)}
         signatures = {k: v for k, v in scored.items() if isinstance(v, str)}
-        speed = {"sentences_per_sec": round(len(sources) / max(seconds, 1e-9), 2),
+        pairs = sum(s["pairs"] for s in scored_sets.values())
+        speed = {"sentences_per_sec": round(pairs / max(seconds, 1e-9), 2),
                  "model_bytes": _size(ct2[0] if ct2 else paths.model / "model.pt")}
-        scores |= speed
+        scores |= speed | {f"test/{name}/{k}": v for name, sc in scored_sets.items() for k, v in sc.items()
+                           if isinstance(v, float) and k != "bleu_lowercase"}
+        _, sources, references = sets[judged]
         metrics = {**scored, **speed, "test_pairs": len(sources), "beam_size": cfg.beam_size,
-                   "engine": f"ctranslate2-{ct2[1]}" if ct2 else "torch", "test_data": files_digest(files)}
-        table = io.StringIO(newline="")
-        writer = csv.writer(table, delimiter="\t")
-        writer.writerow(["source", "reference", "hypothesis"])
-        writer.writerows(zip(sources[: cfg.samples], references[: cfg.samples], hypotheses[: cfg.samples],
-                             strict=True))
-        with outputs.open(paths.reports / "test.hyp", encoding="utf-8") as fh:
-            fh.writelines(h + "\n" for h in hypotheses)
+                   "engine": f"ctranslate2-{ct2[1]}" if ct2 else "torch", "test_data": scored_sets[judged]["test_data"],
+                   "judged_on": judged, "test_sets": scored_sets}
+        samples = _samples(sources, references, hypotheses[judged], cfg.samples)
+        for name, hyps in [("test", hypotheses[judged])] + [(f"tests/{n}", h) for n, h in hypotheses.items()]:
+            with outputs.open(paths.reports / f"{name}.hyp", encoding="utf-8") as fh:
+                fh.writelines(h + "\n" for h in hyps)
         with outputs.open(paths.reports / "samples.tsv", encoding="utf-8", newline="") as fh:
-            fh.write(table.getvalue())
+            fh.write(samples)
         with torch.inference_mode():
             shown = translator.translate_with_attention(sources[: cfg.heatmaps])
-        metrics |= _log_and_register(params, paths, scores, signatures, table.getvalue(), hypotheses, translator,
-                                     shown, metrics["test_data"], sources[0], ct2)
+        registered = _log_and_register(params, paths, scores, signatures, samples, hypotheses, translator, shown,
+                                       metrics["test_data"], sources[0], ct2, (sources_info, scored_sets))
+        card = registered.pop("model_card", None) or model_card.render(
+            model_name(params.data.name, src, tgt, params.registry.model_name), None, sources_info, scored_sets,
+            translator.decoding.to_dict(), metrics["engine"])
+        metrics |= registered
+        with outputs.open(paths.reports / "model_card.md", encoding="utf-8") as fh:
+            fh.write(card)
         outputs.json(paths.metrics / "eval.json", metrics)
-    log.info("test BLEU %.2f ± %.2f, chrF %.2f ± %.2f on %d pairs (%s, %.1f sentences/s)", scored["bleu"],
-             scored["bleu_ci"], scored["chrf"], scored["chrf_ci"], len(sources), metrics["engine"],
-             speed["sentences_per_sec"])
+    for name, sc in scored_sets.items():
+        log.info("test %s%s: BLEU %.2f ± %.2f, chrF %.2f ± %.2f on %d pairs", name, " (judged)" if sc.get("judged")
+                 else "", sc["bleu"], sc["bleu_ci"], sc["chrf"], sc["chrf_ci"], sc["pairs"])
+    log.info("%s, %.1f sentences/s", metrics["engine"], speed["sentences_per_sec"])
     return metrics
 
 

@@ -117,13 +117,16 @@ def run(params: Params, paths: Paths) -> dict:
     except Exception:  # MlflowException: no such alias yet
         champion = None
     outcome, reason = _decide(candidate, champion, key, params, paths, client)
+    judged = scores.get("judged_on")  # the first test set of the run
+    if judged:
+        reason = f"on test set {judged}: {reason}"
     if outcome == "promoted":
         client.set_registered_model_alias(name, ALIAS, version)
         champion = candidate
     client.set_model_version_tag(name, version, "promotion", outcome)
     client.set_model_version_tag(name, version, "promotion_reason", reason)
     decision = {"model_name": name, "candidate_version": version, "decision": outcome, "reason": reason,
-                "criterion": key, "candidate_score": float(candidate.tags[key]),
+                "criterion": key, "test_set": judged, "candidate_score": float(candidate.tags[key]),
                 "champion_version": str(champion.version) if champion else None,
                 "champion_uri": f"models:/{name}@{ALIAS}" if champion else None}
     write_json(decision_file, decision)

@@ -126,7 +126,7 @@ class State:
     train_seconds: float = 0.0
     train_tokens: int = 0
     padding_ratio: float = 0.0
-    out_of_time: bool = False
+    out_of_time: bool = False  # the budget (max_minutes, or max_steps) is used
     complete: bool = False
 
 
@@ -241,7 +241,7 @@ def setup(params: Params, paths: Paths) -> Session:
     steps_per_epoch = n_batches // group
     if steps_per_epoch == 0:
         raise PipelineError(f"one epoch has {n_batches} batches, fewer than accumulate x processes ({group})")
-    total_steps = steps_per_epoch * cfg.epochs
+    total_steps = min(steps_per_epoch * cfg.epochs, cfg.max_steps or steps_per_epoch * cfg.epochs)
     amp = amp_dtype(cfg.amp, device, params.model.arch)
     if rank == 0:
         log.info("training on %s in %s; memory allocator: %s", device, str(amp or torch.float32).removeprefix("torch."),
@@ -346,7 +346,8 @@ def train_epoch(s: Session, state: State, epoch: int) -> None:
             state.train_seconds += time.perf_counter() - tic
             tic = time.perf_counter()
             s.save_checkpoint(state)
-        if cfg.max_minutes and _out_of_time(s, state.train_seconds + time.perf_counter() - tic):
+        if (cfg.max_minutes and _out_of_time(s, state.train_seconds + time.perf_counter() - tic)) or \
+                (cfg.max_steps and state.step >= cfg.max_steps):  # every rank counts the same steps
             state.out_of_time = True
             break
     state.train_seconds += time.perf_counter() - tic
@@ -354,10 +355,11 @@ def train_epoch(s: Session, state: State, epoch: int) -> None:
 
 def report_progress(s: Session, state: State, epoch: int, batches: int, seconds: float) -> None:
     """One progress line (the flow draws its bar from these): how far the run is, by epochs or by its time
-    budget, whichever is further, and where the epoch stands."""
+    budget or its steps, whichever is further, and where the epoch stands."""
     cfg = s.cfg
     by_epochs = (epoch + state.batch / batches) / cfg.epochs
-    done = max(by_epochs, seconds / (60 * cfg.max_minutes) if cfg.max_minutes else 0.0)
+    done = max(by_epochs, seconds / (60 * cfg.max_minutes) if cfg.max_minutes else 0.0,
+               state.step / cfg.max_steps if cfg.max_steps else 0.0)
     budget = f" of {cfg.max_minutes:g}" if cfg.max_minutes else ""
     log.info("progress %5.1f%% | epoch %d/%d, batch %d/%d, step %d | loss %.3f | %.0f tok/s | %.1f%s min",
              100 * min(done, 1.0), epoch + 1, cfg.epochs, state.batch, batches, state.step,
@@ -417,7 +419,9 @@ def end_epoch(s: Session, state: State, row: dict[str, float]) -> None:
 
 def should_stop(s: Session, state: State) -> bool:
     if state.out_of_time:
-        log.info("time budget of %s minutes used: stopping after epoch %d", s.cfg.max_minutes, state.epoch)
+        budget = f"{s.cfg.max_minutes} minutes" if s.cfg.max_minutes and state.step < (s.cfg.max_steps or 1e18) \
+            else f"{s.cfg.max_steps} steps"
+        log.info("budget of %s used: stopping after epoch %d", budget, state.epoch)
         return True
     if s.cfg.early_stopping and state.stale >= s.cfg.early_stopping:
         log.info("early stopping: no better valid %s for %d epoch(s)", s.cfg.early_stopping_metric, state.stale)
