@@ -143,7 +143,7 @@ def _command(stage) -> str:
 
 
 def _say(stage: str, status: str, seconds: float) -> None:
-    PROGRESS.info("%-13s %-22s %6.1f s", stage, SAID.get(status, status), seconds)
+    PROGRESS.info("%-13s %-27s %6.1f s", stage, SAID.get(status, status), seconds)
 
 
 def _transient(task, task_run, state) -> bool:
@@ -301,7 +301,7 @@ def nmt_pipeline(root: str = ".", force: bool = False):  # -> the summary, or a 
                 summary["stages"] += results
                 changed |= any(r["status"] == "ran" for r in results)
                 if quiet:
-                    PROGRESS.info("%-13s %-22s %6.1f s", section, f"off ({section}.enabled)",
+                    PROGRESS.info("%-13s %-27s %6.1f s", section, f"off ({section}.enabled)",
                                   sum(r["seconds"] for r in results))
             for role in ("teacher", "student") if distill else ("teacher",):
                 state = promote(root, role, return_state=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,3 +60,17 @@ def translate_in_chunks(translator: Translator, source: Path, folder: Path, what
         log.info("progress %5.1f%% | %d/%d sentences | %.1f sentences/s | %.0f min left",
                  100 * done / total, done, total, rate, (total - done) / max(rate, 1e-9) / 60)
         yield part, lines
+
+
+def spent(folder: Path, what: str, report: dict) -> None:
+    """The chunks in ``folder`` are spent once the stage's output is in place: removed; the summary logged."""
+    shutil.rmtree(folder, ignore_errors=True)
+    log.info("%s: %d sentences in %.0f s (%.1f sentences/s; %d empty translations dropped)", what,
+             report["sentences"], report["seconds"], report["sentences_per_sec"], report["empty_translations"])
+
+
+def tally(sentences: int, pairs: int, seconds: float) -> dict:
+    """What a corpus translation reports: sentences, the pairs kept (an empty translation teaches nothing, and is
+    dropped), seconds and sentences/s."""
+    return {"sentences": sentences, "pairs": pairs, "empty_translations": sentences - pairs,
+            "seconds": round(seconds, 1), "sentences_per_sec": round(sentences / max(seconds, 1e-9), 2)}

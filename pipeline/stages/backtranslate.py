@@ -30,7 +30,7 @@ from pipeline.common import PipelineError, sha256_of, stage_outputs
 from pipeline.config import Params, Paths
 from pipeline.decoding import from_params
 from pipeline.device import choose_device
-from pipeline.inference.corpus import CHUNK, translate_in_chunks
+from pipeline.inference.corpus import CHUNK, spent, tally, translate_in_chunks
 from pipeline.inference.serving import load_translator
 from pipeline.inference.translator import Translator
 
@@ -101,13 +101,10 @@ def run(params: Params, paths: Paths) -> dict:
         info = {"name": NAME, "kind": "backtranslation", "lines": lines, "model": cfg.model, "weight": cfg.weight,
                 **({"tag": cfg.tag} if cfg.tag else {})}
         raw.write_manifest(out, src, tgt, {"train": [info]}, [])
-        report = {"sentences": sentences, "pairs": pairs, "empty_translations": sentences - pairs,
-                  "seconds": round(seconds, 1), "sentences_per_sec": round(sentences / max(seconds, 1e-9), 2),
-                  "model": cfg.model, "model_id": model_id, "decoding": decoding, "tag": cfg.tag}
+        report = tally(sentences, pairs, seconds) | {"model": cfg.model, "model_id": model_id, "decoding": decoding,
+                                                     "tag": cfg.tag}
         outputs.json(paths.metrics / "backtranslate.json", report)
-    shutil.rmtree(paths.checkpoints / "backtranslate", ignore_errors=True)  # in place now: the chunks are spent
-    log.info("back-translated %d sentences in %.0f s (%.1f sentences/s; %d empty translations dropped)",
-             sentences, seconds, report["sentences_per_sec"], report["empty_translations"])
+    spent(paths.checkpoints / "backtranslate", "back-translated", report)
     return report
 
 

@@ -28,7 +28,7 @@ from pipeline.common import PipelineError, sha256_of, stage_outputs
 from pipeline.config import Params, Paths
 from pipeline.decoding import from_params
 from pipeline.device import choose_device
-from pipeline.inference.corpus import CHUNK, translate_in_chunks
+from pipeline.inference.corpus import CHUNK, spent, tally, translate_in_chunks
 from pipeline.inference.ensemble import ensemble_translator
 from pipeline.inference.translator import Translator
 
@@ -82,13 +82,9 @@ def run(params: Params, paths: Paths) -> dict:
         for name, f in files.items():
             if not name.startswith("train."):
                 shutil.copyfile(f, out / name)
-        report = {"sentences": sentences, "pairs": pairs, "empty_translations": sentences - pairs,
-                  "seconds": round(seconds, 1), "sentences_per_sec": round(sentences / max(seconds, 1e-9), 2),
-                  "teacher": members, "decoding": decoding}
+        report = tally(sentences, pairs, seconds) | {"teacher": members, "decoding": decoding}
         outputs.json(student.metrics / "distill.json", report)
-    shutil.rmtree(paths.checkpoints / "distill", ignore_errors=True)  # in place now: the chunks are spent
-    log.info("distilled %d sentences in %.0f s (%.1f sentences/s; %d empty translations dropped)",
-             sentences, seconds, report["sentences_per_sec"], report["empty_translations"])
+    spent(paths.checkpoints / "distill", "distilled", report)
     return report
 
 
