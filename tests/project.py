@@ -28,7 +28,7 @@ def copy_checkout(dest: Path) -> None:
 
 
 def venv_env(**extra: str) -> dict[str, str]:
-    # as after `source .venv/bin/activate`, which the README asks for before calling dvc directly
+    # as after `source .venv/bin/activate`, which docs/development.md asks for before calling dvc directly
     return {**os.environ, "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ['PATH']}", "NMT_RETRY_DELAY": "0",
             **extra}
 

@@ -44,7 +44,7 @@ def _make(root: Path, target: str, env: dict | None = None) -> subprocess.Comple
 def test_a_second_clone_pulls_the_first_ones_artifacts_and_reruns_nothing(built, tmp_path):
     root = tmp_path / "first"
     shutil.copytree(built, root, symlinks=True)
-    remote = tmp_path / "remote"  # a folder remote: the same protocol as s3:// or ssh://, see the README
+    remote = tmp_path / "remote"  # a folder remote: the same protocol as s3:// or ssh:// (docs/beyond-one-machine.md)
     dvc = [str(VENV / "bin" / "dvc")]
     subprocess.run([*dvc, "remote", "add", "-d", "store", str(remote)], cwd=root, check=True, env=venv_env())
     for cmd in (["git", "add", ".dvc/config"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm",
