@@ -23,6 +23,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.checkpoint import load_checkpoint  # noqa: E402
 from pipeline.common import atomic_file, setup_logging  # noqa: E402
 from pipeline.config import Paths, load_params  # noqa: E402
 from pipeline.decoding import from_params  # noqa: E402
@@ -53,7 +54,7 @@ def main() -> None:
         with atomic_file(out / f"{f.name.removesuffix('.gz')}.hyp", encoding="utf-8") as fh:
             fh.write("".join(h.replace("\n", " ") + "\n" for h in hypotheses))
         print(f"{f.name}: {len(sources)} lines", flush=True)
-    state = torch.load(paths.checkpoints / "last.pt", map_location="cpu", weights_only=True)["state"]
+    state = load_checkpoint(paths.checkpoints / "last.pt")["state"]
     train = json.loads((paths.metrics / "train.json").read_text())
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
     m = params.model

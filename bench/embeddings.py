@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from data_stages import make_corpus, run_stage, scratch_project  # noqa: E402
 
 from pipeline import allocator, glove  # noqa: E402
+from pipeline.checkpoint import load_checkpoint  # noqa: E402
 from pipeline.common import setup_logging  # noqa: E402
 from pipeline.models.base import Seq2SeqBase  # noqa: E402
 from pipeline.models.transformer import TransformerSeq2Seq  # noqa: E402
@@ -125,7 +126,7 @@ def quality(args: argparse.Namespace) -> None:
         finally:
             TransformerSeq2Seq.load_embeddings = own
         scores = evaluate.run(run_params, run_paths)
-        history = torch.load(run_paths.checkpoints / "last.pt", weights_only=True)["state"]["history"]
+        history = load_checkpoint(run_paths.checkpoints / "last.pt")["state"]["history"]
         rows.append((arch, label, history[0]["valid_loss"], trained["valid_loss"], trained["epochs"],
                      scores["bleu"], scores["chrf"]))
         print(f"{arch} {label}: {rows[-1]}", flush=True)

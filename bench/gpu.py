@@ -38,6 +38,7 @@ from data_stages import scratch_project  # noqa: E402
 from multi30k import SETTINGS as M30K  # noqa: E402
 
 from pipeline import allocator  # noqa: E402
+from pipeline.checkpoint import load_checkpoint  # noqa: E402
 from pipeline.common import setup_logging, write_json  # noqa: E402
 from pipeline.overrides import merged, recipe_settings  # noqa: E402
 from pipeline.stages import build, clean, download, embed, evaluate, tokenizer, train  # noqa: E402
@@ -77,7 +78,7 @@ def _run(name: str, root: Path, overrides: dict, minutes: float) -> dict:
         stage.run(params, paths)
     data_seconds = time.perf_counter() - start
     trained = train.run(params, paths)
-    state = torch.load(paths.checkpoints / "last.pt", map_location="cpu", weights_only=True)["state"]
+    state = load_checkpoint(paths.checkpoints / "last.pt")["state"]
     scores = evaluate.run(params, paths)
     return {"run": name, "device": torch.cuda.get_device_name() if cuda else "cpu",
             "train_minutes": round(state["train_seconds"] / 60, 2), "epochs": trained["epochs"],

@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from data_stages import scratch_project  # noqa: E402
 
 from pipeline import allocator  # noqa: E402
-from pipeline.checkpoint import load_model  # noqa: E402
+from pipeline.checkpoint import load_checkpoint, load_model  # noqa: E402
 from pipeline.common import setup_logging  # noqa: E402
 from pipeline.config import Paths, load_params  # noqa: E402
 from pipeline.dataset import Pairs, load_split, token_batches  # noqa: E402
@@ -272,14 +272,14 @@ def curve(paths, max_tokens: int) -> list[tuple[int, float]]:
     valid = load_split(paths.dataset, "valid")
     points = []
     for f in sorted(paths.checkpoints.glob("step-*.pt")):
-        model.load_state_dict(torch.load(f, map_location="cpu", weights_only=True)["model"])
+        model.load_state_dict(load_checkpoint(f)["model"])
         points.append((int(f.stem.split("-")[1]), train.valid_loss(model, valid, max_tokens, torch.device("cpu"))))
     return points
 
 
 def _checkpoint_minutes(files: list[Path]) -> list[tuple[Path, float]]:
     """Each step checkpoint with the training minutes it was written at (validation not counted)."""
-    return [(f, torch.load(f, map_location="cpu", weights_only=True)["state"]["train_seconds"] / 60) for f in files]
+    return [(f, load_checkpoint(f)["state"]["train_seconds"] / 60) for f in files]
 
 
 def _every(points: list[tuple[Path, float]], minutes: float) -> list[tuple[Path, float]]:
@@ -311,7 +311,7 @@ def curve_run(args: argparse.Namespace) -> None:
     if (paths.model / "model.pt").exists():  # the stage's output: the best epoch, or the checkpoint average
         chosen.append((paths.model / "model.pt", points[-1][1], "state_dict"))
     for f, minutes, key in chosen:
-        model.load_state_dict(torch.load(f, map_location="cpu", weights_only=True)[key])
+        model.load_state_dict(load_checkpoint(f)[key])
         loss = train.valid_loss(model, valid, params.build.max_tokens, torch.device("cpu"))
         tic = time.perf_counter()
         scores = corpus_scores(translator.translate(sources), references, tgt)

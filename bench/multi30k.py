@@ -28,7 +28,7 @@ SHARED = ROOT.parent / "shared" / "corpora"
 sys.path.insert(0, str(ROOT))
 
 from pipeline import allocator  # noqa: E402
-from pipeline.checkpoint import load_model  # noqa: E402
+from pipeline.checkpoint import load_checkpoint, load_model  # noqa: E402
 from pipeline.common import setup_logging  # noqa: E402
 from pipeline.config import Paths, load_params  # noqa: E402
 from pipeline.decoding import from_params  # noqa: E402
@@ -93,7 +93,7 @@ def main() -> None:
     scores = evaluate.run(p, paths)
     wall = time.perf_counter() - start
 
-    history = torch.load(paths.checkpoints / "last.pt", weights_only=True)["state"]["history"]
+    history = load_checkpoint(paths.checkpoints / "last.pt")["state"]["history"]
     print(f"\nMulti30k de→en, {args.arch}, budget {args.minutes:g} min, scratch project {root}")
     print("epoch  step  train_loss  valid_loss  valid_ppl  lr")
     for row in history:
@@ -114,7 +114,7 @@ def main() -> None:
 def best_epoch_translator(paths: Paths, params) -> Translator:
     """The best epoch's weights (checkpoints/best.pt) with the tokenizers and settings of models/model.pt."""
     translator = Translator.from_file(paths.model / "model.pt", decoding=from_params(params))
-    best = torch.load(paths.checkpoints / "best.pt", weights_only=True)
+    best = load_checkpoint(paths.checkpoints / "best.pt")
     translator.model.load_state_dict(best["state_dict"])
     return translator
 

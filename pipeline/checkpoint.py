@@ -35,18 +35,42 @@ def save_model(fh: BinaryIO, model: Seq2SeqBase, extra: dict[str, Any]) -> None:
     _write({"config": model.config_dict(), "state_dict": model.state_dict(), **extra}, fh)
 
 
-def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[Seq2SeqBase, dict]:
+class NotAModelFile(PipelineError):
+    """A file that is not a model file or checkpoint of this project: truncated, foreign, or of another layout."""
+
+    def __init__(self, path: Path, why: str):
+        super().__init__(f"{path}: not a model file of this project ({why}); give models/model.pt of a trained "
+                         "project, or a checkpoint of one")
+
+
+def read(path: Path, device: torch.device | str = "cpu", needs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What a model file or checkpoint holds (``weights_only=True``); every way a file can fail to be one (cut
+    short, another program's file, a dict without ``needs``) is one ``NotAModelFile`` line, never a traceback."""
     if not path.exists():
         raise PipelineError(f"{path} not found; run the train stage first")
-    blob = torch.load(path, map_location=device, weights_only=True)
-    model = model_from_config(blob["config"])
-    model.load_state_dict(blob["state_dict"])
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # RuntimeError (a cut zip), UnpicklingError, EOFError, ...: torch has no one type
+        raise NotAModelFile(path, str(exc).strip().splitlines()[0][:160] or type(exc).__name__) from None
+    missing = [key for key in needs if not isinstance(blob, dict) or key not in blob]
+    if missing:
+        raise NotAModelFile(path, f"no {', '.join(missing)} inside")
+    return blob
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[Seq2SeqBase, dict]:
+    blob = read(path, device, ("config", "state_dict"))
+    try:
+        model = model_from_config(blob["config"])
+        model.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a config or weights of another layout
+        raise NotAModelFile(path, str(exc).strip().splitlines()[0][:160]) from None
     return model.to(device).eval(), blob
 
 
 def load_weights(path: Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """The weights of a model file (``best.pt``, ``model.pt``), for a model that already exists."""
-    return torch.load(path, map_location=device, weights_only=True)["state_dict"]
+    return read(path, device, ("state_dict",))["state_dict"]
 
 
 def fingerprint(settings: dict[str, Any], files: list[Path]) -> str:
@@ -87,14 +111,15 @@ def save_checkpoint(directory: Path, blob: dict[str, Any], step: int, keep: int,
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any] | None:
-    return torch.load(path, map_location=device, weights_only=True) if path.exists() else None
+    """A training checkpoint (``last.pt``, ``step-*.pt``), or None when there is none."""
+    return read(path, device) if path.exists() else None
 
 
 def average(files: list[Path]) -> dict[str, torch.Tensor]:
     """The element-wise mean of the model weights saved in ``files`` (training checkpoints)."""
     total: dict[str, torch.Tensor] = {}
     for f in files:
-        weights = torch.load(f, map_location="cpu", weights_only=True)["model"]
+        weights = read(f, "cpu", ("model",))["model"]
         for name, tensor in weights.items():
             total[name] = total.get(name, 0) + tensor.double()
     return {name: (tensor / len(files)) for name, tensor in total.items()}

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from pipeline.config import Paths
 from tests.conftest import ROOT, write_params, write_raw
 
@@ -68,3 +70,19 @@ def test_an_empty_test_split_is_one_line_at_clean_and_at_evaluate(tmp_path):
     line = _one_line(_run("-m", "pipeline.stages.evaluate", "--root", str(tmp_path),
                           "--params", str(tmp_path / "params.yaml")))
     assert line.startswith("error: evaluate: ") and "corpus.ko is empty" in line
+
+
+def test_a_truncated_or_foreign_model_file_is_one_line_in_translate_and_serving(built_tiny, tmp_path):
+    from pipeline.common import PipelineError
+    from pipeline.inference.serving import load_translator
+
+    model = (built_tiny / "models" / "model.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(model[: len(model) // 2])
+    (tmp_path / "foreign.pt").write_bytes(b"root:x:0:0:root:/root:/bin/bash\n" * 20)
+    for name in ("cut.pt", "foreign.pt"):
+        path = tmp_path / name
+        line = _one_line(_run("-m", "pipeline.inference.command", "--root", str(tmp_path), "--model", str(path),
+                              "안녕"))
+        assert line.startswith(f"error: translate: {path}: not a model file of this project ("), line
+        with pytest.raises(PipelineError, match="not a model file of this project"):
+            load_translator(str(path), tmp_path)  # what serving, distillation and back-translation load with

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from pipeline.checkpoint import load_model
+from pipeline.checkpoint import load_model, read
 from pipeline.common import PipelineError
 from pipeline.decoding import Decoding
 from pipeline.inference.translator import Translator
@@ -65,7 +65,7 @@ def load_members(model_file: Path, others: list[Path], device: torch.device | st
     for path in others:
         if not path.exists():
             raise PipelineError(f"{path}: not found (an ensemble member)")
-        other = torch.load(path, map_location=device, weights_only=True)
+        other = read(path, device)
         if "config" in other:  # a model file: its own architecture, the same vocabularies
             for side in ("src_tokenizer", "tgt_tokenizer"):
                 if side in other and other[side] != blob.get(side):
