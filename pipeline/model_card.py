@@ -21,8 +21,9 @@ def _origin(source: dict) -> str:
     for key in ("url", "dataset", "sacrebleu", "generator", "carved_from"):
         if source.get(key):
             return str(source[key])
-    files = [v["url"] for v in source.values() if isinstance(v, dict) and "url" in v]
-    return ", ".join(files) or "-"
+    # a file from the mirror names its upstream URL (the mirror's path is the manifest's)
+    files = [v.get("upstream") or v["url"] for v in source.values() if isinstance(v, dict) and "url" in v]
+    return ", ".join(dict.fromkeys(files)) or "-"
 
 
 def _checksum(source: dict) -> str:
