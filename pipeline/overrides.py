@@ -4,6 +4,7 @@ params dict (grid experiments) or written into ``params.yaml`` in place (``make 
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,27 @@ def set_params(path: Path, updates: dict[str, Any]) -> None:
     """Set ``section.key`` values in the params file in place, keeping its comments and layout.
 
     Used by ``make pipeline CORPUS=...`` and ``RECIPE=...``: DVC then sees an ordinary params change.
-    A nested value is written on one line (YAML flow style) and replaces the block it had.
+    A nested value is written on one line (YAML flow style) and replaces the block it had; a deeper key
+    (``model.transformer.enc_layers``) rewrites its ``section.key`` block with that one value changed.
     """
     lines = Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
+    current = yaml.safe_load("".join(lines)) or {}
     for dotted, value in updates.items():
-        section, key = dotted.split(".")
-        rendered = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10**6)
+        if "." not in dotted:
+            raise PipelineError(f"{path}: {dotted}: give a setting as section.key (e.g. train.epochs)")
+        section, key, *deeper = dotted.split(".")
+        if deeper:
+            block = copy.deepcopy((current.get(section) or {}).get(key))
+            try:
+                set_dotted(block if isinstance(block, dict) else {}, ".".join(deeper), value)
+            except KeyError:
+                raise PipelineError(f"{path}: {dotted}: no such setting; {section}.{key} has "
+                                    f"{', '.join(block) if isinstance(block, dict) else 'no settings below it'}"
+                                    ) from None
+            value = block
+        if isinstance(current.get(section), dict):  # a later update of the same block starts from this one
+            current[section][key] = value
+        rendered = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10**6, sort_keys=False)
         rendered = rendered.strip().removesuffix("...").strip()
         start = next((i for i, line in enumerate(lines) if line.split("#")[0].rstrip() == f"{section}:"), None)
         if start is None:

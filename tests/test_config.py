@@ -76,3 +76,17 @@ def test_set_params_keeps_comments_and_refuses_invalid_values(tmp_path):
     with pytest.raises(PipelineError, match="train.epochs"):
         set_params(path, {"train.epochs": "lots"})
     assert load_params(path).train.epochs == params.train.epochs  # the file was not touched
+
+
+def test_set_params_takes_any_depth_and_names_a_wrong_key(tmp_path):
+    from pipeline.overrides import set_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text())
+    set_params(path, {"model.transformer.enc_layers": 6, "model.transformer.dec_layers": 1, "train.epochs": 2})
+    params = load_params(path)
+    assert (params.model.transformer.enc_layers, params.model.transformer.dec_layers) == (6, 1)
+    assert params.model.transformer.heads == 4 and params.train.epochs == 2  # the rest of the block kept
+    with pytest.raises(PipelineError, match=r"model.transformer.layerz: no such setting; model.transformer has "
+                                            r"heads, ff_dim"):
+        set_params(path, {"model.transformer.layerz": 1})
