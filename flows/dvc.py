@@ -13,12 +13,14 @@ to one line that names the stage, the cause and what to do:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +93,31 @@ def repro(root: Path, targets: list[str] | None = None, *, single_item: bool = F
     return outcome
 
 
+class ProjectBusy(Exception):
+    """Another run (``make pipeline``, ``make repro``, a scheduled run) holds the project."""
+
+
+@contextlib.contextmanager
+def one_run_at_a_time(root: Path, who: str = "pipeline") -> Iterator[None]:
+    """Hold the project's run lock; a second run stops at once, in one line, instead of interleaving its stages
+    (or meeting DVC's own lock halfway through)."""
+    lock_file = root / ".dvc" / "tmp" / "pipeline.lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise ProjectBusy(f"error: {who}: another run ({holder}) is working on this project; wait for it to "
+                              "finish") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        yield
+
+
 def main(argv: list[str] | None = None) -> None:
     from pipeline.common import PipelineError
     from pipeline.config import load_params
@@ -102,7 +129,12 @@ def main(argv: list[str] | None = None) -> None:
     except PipelineError as exc:
         print(f"error: params: {exc}", file=sys.stderr)
         sys.exit(1)
-    outcome = repro(root, targets)
+    try:
+        with one_run_at_a_time(root, "repro"):
+            outcome = repro(root, targets)
+    except ProjectBusy as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(1)
     if outcome.error:
         print(outcome.error, file=sys.stderr)
         sys.exit(1)

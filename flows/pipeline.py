@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime
-import fcntl
 import hashlib
 import json
 import logging
@@ -40,7 +39,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
@@ -48,7 +46,7 @@ import networkx as nx
 from prefect import flow, get_run_logger, task
 from prefect.states import Failed
 
-from flows.dvc import lock_entry, repro, stage_env
+from flows.dvc import ProjectBusy, lock_entry, one_run_at_a_time, repro, stage_env
 
 # One line per stage, and per training epoch: what `make pipeline` shows (main() gives it a console handler).
 PROGRESS = logging.getLogger("flows.progress")
@@ -236,26 +234,6 @@ def promote(root: str, role: str = "teacher"):  # -> the decision, or a Failed s
     return decision
 
 
-@contextlib.contextmanager
-def one_run_at_a_time(root: Path) -> Iterator[None]:
-    """Hold the project's run lock; a second run stops at once instead of interleaving its stages."""
-    lock_file = root / ".dvc" / "tmp" / "pipeline.lock"
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_file, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise StageFailed(f"error: pipeline: another run ({holder}) is working on this project; "
-                              "wait for it to finish", transient=False) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
-        yield
-
-
 def summary_markdown(summary: dict) -> str:
     rows = "\n".join(f"| {s['stage']} | {s['status']} | {s['seconds']:.1f} |" for s in summary["stages"])
     if "error" in summary:
@@ -308,8 +286,8 @@ def nmt_pipeline(root: str = ".", force: bool = False):  # -> the summary, or a 
                 if state.is_failed():
                     raise StageFailed(state.message or "error: promote: failed", transient=False)
                 summary["promotion" if role == "teacher" else "student_promotion"] = state.result()
-    except (PipelineError, StageFailed) as exc:
-        line = str(exc) if isinstance(exc, StageFailed) else f"error: params: {exc}"
+    except (PipelineError, StageFailed, ProjectBusy) as exc:
+        line = f"error: params: {exc}" if isinstance(exc, PipelineError) else str(exc)
         summary["error"] = line
         create_markdown_artifact(summary_markdown(summary), key="nmt-pipeline-summary")
         return Failed(message=line, data=PipelineError(line))

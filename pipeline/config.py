@@ -552,13 +552,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def parse_params(text: str, path: Path) -> Params:
     """Validate params text; errors name ``path``, the line and the key."""
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except _DuplicateKey as exc:
         raise PipelineError(f"{path}:{exc.line}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise PipelineError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if raw is None:  # DVC would fail on it later, inside a stage, with a traceback
+        raise PipelineError(f"{path}: empty; it must hold the params sections (the project's own: git checkout "
+                            f"{path.name})")
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path}: not a mapping of params sections (got {type(raw).__name__})")
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:

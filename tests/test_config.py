@@ -90,3 +90,10 @@ def test_set_params_takes_any_depth_and_names_a_wrong_key(tmp_path):
     with pytest.raises(PipelineError, match=r"model.transformer.layerz: no such setting; model.transformer has "
                                             r"heads, ff_dim"):
         set_params(path, {"model.transformer.layerz": 1})
+
+
+def test_an_empty_params_file_is_one_line(tmp_path):
+    for text in ("", "# only a comment\n"):
+        assert _error(tmp_path, text).endswith("params.yaml: empty; it must hold the params sections (the "
+                                               "project's own: git checkout params.yaml)")
+    assert "not a mapping of params sections (got list)" in _error(tmp_path, "- a\n- b\n")

@@ -232,6 +232,8 @@ def test_two_runs_at_once(good):
             break
     second = run(root, "make pipeline")
     assert_one_line(second, r"^error: pipeline: another run \(pid \d+\) is working on this project; wait for it")
+    third = run(root, "make repro")  # DVC's own lock would stop it too, halfway, in 13 lines
+    assert_one_line(third, r"^error: repro: another run \(pid \d+\) is working on this project; wait for it")
     rest, _ = first.communicate(timeout=300)
     assert first.returncode == 0, "".join(seen)[-2000:] + rest[-3000:]
 
