@@ -37,6 +37,7 @@ deploy: $(STAMP)  ## deploy this project to the Prefect process work pool POOL (
 	$(PY) -m flows.pipeline --deploy $(or $(POOL),nmt) $(if $(CRON),--cron "$(CRON)")
 
 worker: $(STAMP)  ## a Prefect worker for the work pool POOL (default nmt): runs the deployed pipelines
+	$(PY) -m flows.pipeline --check-services  # a dead PREFECT_API_URL: one line now, not minutes of retries
 	$(VENV)/bin/prefect worker start --pool $(or $(POOL),nmt) --type process
 
 push: $(STAMP)  ## send the DVC cache (data, models) to the default DVC remote (`dvc remote add -d ...`)

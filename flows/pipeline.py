@@ -38,6 +38,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from uuid import UUID
@@ -472,6 +473,27 @@ def quiet_console(root: Path) -> None:
     PROGRESS.setLevel(logging.INFO)
 
 
+SERVICES = {"MLFLOW_TRACKING_URI": "/health", "PREFECT_API_URL": "/health"}  # variable -> its health endpoint
+
+
+def check_services(timeout: float = 3.0) -> None:
+    """Every MLflow or Prefect server the environment names must answer before anything runs: a dead one would
+    otherwise cost minutes of client retries (MLflow's: 255 s) and end in a traceback."""
+    for var, health in SERVICES.items():
+        url = os.environ.get(var, "")
+        if not url.startswith(("http://", "https://")):
+            continue  # not a server: sqlite, a folder, or unset
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + health, timeout=timeout):
+                pass
+        except urllib.error.HTTPError:
+            pass  # it answered, if not with 200: it is there
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise StageFailed(f"error: pipeline: {var}={url} does not answer ({reason}); start that server, or "
+                              f"unset {var} to run without it", transient=False) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=".")
@@ -485,6 +507,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--interval", type=float, help="for --serve: every this many seconds instead of --cron")
     parser.add_argument("--port", type=int, default=4200, help="for --serve without PREFECT_API_URL: the port of "
                                                                 "the local Prefect server started (default 4200)")
+    parser.add_argument("--check-services", action="store_true",
+                        help="only check that the servers MLFLOW_TRACKING_URI and PREFECT_API_URL name answer")
     parser.add_argument("--deploy", metavar="POOL", help="deploy this project to the Prefect process work pool POOL "
                                                          "(on PREFECT_API_URL's server) instead of running; with "
                                                          "--cron or --interval, on that schedule")
@@ -494,6 +518,9 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.overrides import apply_recipe, switch_corpus
 
     try:
+        check_services()
+        if args.check_services:
+            return
         if args.corpus:
             switch_corpus(Path(args.root) / "params.yaml", args.corpus)
         if args.recipe:

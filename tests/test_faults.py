@@ -303,3 +303,19 @@ def test_full_disk_keeps_the_previous_model(good, small_disk):
     assert snapshot(root) == before
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["lr"] != 0.007
+
+
+def test_a_dead_mlflow_or_prefect_server_is_one_line_at_once(tmp_path):
+    """A closed port of 127.0.0.1 named by MLFLOW_TRACKING_URI or PREFECT_API_URL: `make pipeline` and `make worker`
+    stop before anything runs, in one line naming the URL (MLflow's client alone retried for 255 s)."""
+    from tests.conftest import ROOT, free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    shutil.copy(ROOT / "Makefile", tmp_path)  # an empty project: should the check miss, nothing can run there
+    for var, url, entry in (("MLFLOW_TRACKING_URI", dead, "pipeline"), ("PREFECT_API_URL", f"{dead}/api", "pipeline"),
+                            ("PREFECT_API_URL", f"{dead}/api", "worker")):
+        tic = time.monotonic()
+        proc = subprocess.run(["make", "-o", str(VENV / ".installed"), f"VENV={VENV}", entry], cwd=tmp_path,
+                              env=venv_env(**{var: url}), capture_output=True, text=True, timeout=120)
+        assert time.monotonic() - tic < 15
+        assert_one_line(proc, rf"^error: pipeline: {var}={url} does not answer \(.*\); start that server, or unset")
