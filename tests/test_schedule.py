@@ -29,10 +29,10 @@ def _flow_runs(api: str) -> list[dict]:
 
 @pytest.fixture
 def servers(tmp_path, prefect_api):
-    """An MLflow server of its own, launched and not waited for (10-15 s to answer; the test waits once its own
-    processes are started, and the flow's first MLflow call, in train, comes later still; MLflow's client retries
-    a refused connection anyway); the Prefect server is the test run's (its scheduler looks every 60 s, the
-    default: the first run must not wait for it, see flows.pipeline.schedule_from)."""
+    """An MLflow server of its own, launched and not waited for (10-15 s to answer; the test waits once the
+    project is copied, before the flow starts: the flow checks that its servers answer); the Prefect server is
+    the test run's (its scheduler looks every 60 s, the default: the first run must not wait for it, see
+    flows.pipeline.schedule_from)."""
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     port, log = free_port(), tmp_path / "mlflow.log"
     server = subprocess.Popen(
@@ -58,13 +58,13 @@ def test_a_scheduled_run_retrains_and_promotes_against_real_servers(tmp_path, se
     write_params(root, {"registry": {"model_name": "nmt-scheduled"}, "train": {"seed": 2}})
 
     log = tmp_path / "serve.log"
+    mlflow_answering()  # the flow checks that the servers it is given answer before it starts (a dead one: one line)
     # started as from a terminal, where Ctrl-C has its default action: a suite launched in the background
     # (`make test &`, nohup, some CI runners) has SIGINT ignored, and that is inherited through exec
     serve = subprocess.Popen([sys.executable, "-m", "flows.pipeline", "--serve", "--interval", "600", "--root",
                               str(root)], cwd=root, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        mlflow_answering()
         deadline, runs = time.time() + 400, []
         while time.time() < deadline and serve.poll() is None:
             runs = _flow_runs(env["PREFECT_API_URL"])
